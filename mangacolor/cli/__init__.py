@@ -1,0 +1,44 @@
+"""The ``mangacolor`` command line: one module per command, Typer only, no logic here."""
+
+from __future__ import annotations
+
+import typer
+
+from mangacolor import __version__
+
+app = typer.Typer(
+    name="mangacolor",
+    help="Colorize greyscale manga pages and line art; build datasets and train the models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Colorize greyscale manga pages and line art; build datasets and train the models."""
+
+
+def _register() -> None:
+    from mangacolor.cli import colorize, models, train_color
+
+    colorize.register(app)
+    train_color.register(app)
+    models.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

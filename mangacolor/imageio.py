@@ -1,0 +1,273 @@
+"""The one place that reads and writes images.
+
+Reading normalises every input the wild produces (EXIF orientation, palette, alpha, 16-bit,
+CMYK, greyscale, bilevel) into ``uint8`` arrays, and refuses decompression bombs. Writing is
+atomic: the image is encoded to a temporary file beside the target and renamed over it, so an
+interrupted run never leaves a half-written image. Tensors for the networks are ``float32``
+``(B, C, H, W)`` in ``[-1, 1]``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from mangacolor.errors import ImageReadError, ImageWriteError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+"""File name endings treated as images when walking a directory (compared lower-cased)."""
+
+DEFAULT_MAX_PIXELS = 150_000_000
+"""Largest image (width x height) read by default: a 600 dpi double-page spread is ~35 MP."""
+
+# Never decode a truncated file as if it were whole; we report it instead.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# We do our own, clearer, size check before decoding.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def is_image_path(path: str | Path) -> bool:
+    """Whether ``path`` has one of the image endings in :data:`IMAGE_EXTENSIONS`."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(root: str | Path, recursive: bool = True) -> Iterator[Path]:
+    """Yield the image files under ``root`` in a stable (sorted) order.
+
+    A file ``root`` yields itself. Hidden files and folders (leading ``.``) and our own
+    temporary files are skipped. The walk is lazy: memory does not grow with the folder size.
+    """
+    root = Path(root)
+    if root.is_file():
+        yield root
+        return
+    if not root.is_dir():
+        raise ImageReadError(root, "no such file or directory")
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=True):
+            if recursive:
+                yield from list_images(entry.path, recursive=True)
+        elif is_image_path(entry.name):
+            yield Path(entry.path)
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite an image with transparency on white (pages are printed on white paper)."""
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    background.alpha_composite(rgba)
+    return background.convert("RGB")
+
+
+def _high_depth_to_uint8(img: Image.Image) -> np.ndarray:
+    """16-bit / 32-bit integer or float single-channel image to ``uint8`` (H, W)."""
+    arr = np.asarray(img)
+    if arr.dtype.kind == "f":
+        arr = np.nan_to_num(arr.astype(np.float64))
+        peak = float(arr.max()) if arr.size else 0.0
+        arr = arr * 255.0 if peak <= 1.0 else (arr / 257.0 if peak > 255.0 else arr)
+        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    arr = arr.astype(np.int64)
+    if arr.size and arr.max() > 255:
+        return np.clip((arr + 128) // 257, 0, 255).astype(np.uint8)  # 0..65535 -> 0..255
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def _to_rgb_or_gray(img: Image.Image) -> np.ndarray:
+    """Normalise any PIL mode to ``uint8`` (H, W) for greyscale or (H, W, 3) for colour."""
+    mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode in ("P", "L", "RGB") and "transparency" in img.info):
+        if mode in ("LA", "La") or (mode == "L" and "transparency" in img.info):
+            rgb = np.asarray(_flatten_alpha(img))
+            return np.ascontiguousarray(rgb[..., 0])
+        return np.asarray(_flatten_alpha(img))
+    if mode == "1":
+        return np.asarray(img.convert("L"))
+    if mode == "L":
+        return np.asarray(img)
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _high_depth_to_uint8(img)
+    if mode == "RGB":
+        return np.asarray(img)
+    # P without transparency, CMYK (PIL handles Adobe's inverted JPEG CMYK), YCbCr, LAB, HSV, ...
+    return np.asarray(img.convert("RGB"))
+
+
+def read_image(
+    path: str | Path, mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Read an image file as a ``uint8`` array.
+
+    Args:
+        path: image file (PNG, JPEG, WebP, BMP, TIFF; the first frame of multi-frame files).
+        mode: ``"RGB"`` for (H, W, 3), ``"L"`` for (H, W) luma (ITU-R BT.601), ``None`` to
+            keep greyscale files as (H, W) and colour files as (H, W, 3).
+        max_pixels: refuse images larger than this many pixels (decompression bombs); ``None``
+            for no limit.
+
+    Returns:
+        ``uint8`` array, EXIF orientation applied, transparency composited on white.
+
+    Raises:
+        ImageReadError: the file is missing, not an image, truncated, corrupt or too large.
+    """
+    path = Path(path)
+    if mode not in ("RGB", "L", None):
+        raise ValueError(f"mode must be 'RGB', 'L' or None. Got {mode!r}")
+    try:
+        with open(path, "rb") as fh:
+            with Image.open(fh) as img:
+                width, height = img.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise ImageReadError(
+                        path,
+                        f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                        f"{max_pixels:,} (decompression bomb?)",
+                    )
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                arr = _to_rgb_or_gray(img)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a directory, not an image") from None
+    except PermissionError:
+        raise ImageReadError(path, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image, or a format that cannot be decoded") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower():
+            reason = "file is truncated"
+        raise ImageReadError(path, f"corrupt image: {reason}") from None
+    if arr.size == 0:
+        raise ImageReadError(path, "image has no pixels")
+    return convert_mode(np.ascontiguousarray(arr), mode)
+
+
+def convert_mode(image: np.ndarray, mode: str | None) -> np.ndarray:
+    """Convert a ``uint8`` (H, W) or (H, W, 3) array to ``mode`` (``"RGB"``, ``"L"`` or ``None``)."""
+    if mode is None:
+        return image
+    if mode == "L":
+        return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if mode == "RGB":
+        return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    raise ValueError(f"mode must be 'RGB', 'L' or None. Got {mode!r}")
+
+
+_PIL_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+
+
+def encode_image(image: np.ndarray, suffix: str, quality: int = 95) -> bytes:
+    """Encode a ``uint8`` (H, W) or (H, W, 3) RGB array into the bytes of an image file.
+
+    Args:
+        image: the pixels.
+        suffix: file ending that picks the format (``.png``, ``.jpg``, ``.webp``, ...).
+        quality: JPEG / WebP quality.
+    """
+    suffix = suffix.lower()
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"expected uint8 (H, W) or (H, W, 3). Got {image.dtype} {image.shape}")
+    if suffix in (".png", ".jpg", ".jpeg"):
+        # OpenCV's encoders are several times faster than Pillow's on full pages.
+        pixels = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 3] if suffix == ".png" else [cv2.IMWRITE_JPEG_QUALITY, quality]
+        ok, buf = cv2.imencode(suffix, pixels, params)
+        if not ok:
+            raise ValueError(f"OpenCV could not encode {suffix}")
+        return buf.tobytes()
+    if suffix not in _PIL_FORMATS:
+        raise ValueError(f"unsupported image format {suffix!r}; use one of {sorted(_PIL_FORMATS)}")
+    import io
+
+    out = io.BytesIO()
+    kwargs = {"quality": quality} if suffix == ".webp" else {}
+    Image.fromarray(image).save(out, format=_PIL_FORMATS[suffix], **kwargs)
+    return out.getvalue()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never half-written).
+
+    Raises:
+        OSError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_image(path: str | Path, image: np.ndarray, quality: int = 95) -> None:
+    """Atomically write a ``uint8`` (H, W) or (H, W, 3) RGB array; the format follows the ending.
+
+    Raises:
+        ImageWriteError: unsupported ending, or the file or folder cannot be written.
+    """
+    path = Path(path)
+    try:
+        data = encode_image(image, path.suffix, quality=quality)
+    except ValueError as exc:
+        raise ImageWriteError(path, str(exc)) from None
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise ImageWriteError(path, f"cannot write: {exc.strerror or exc}") from None
+
+
+def to_tensor(image: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """``uint8`` (H, W), (H, W, C) or a list of same-shaped arrays to ``float32`` (B, C, H, W) in [-1, 1]."""
+    images = image if isinstance(image, list) else [image]
+    arrays = [a[..., None] if a.ndim == 2 else a for a in images]  # (H, W, C)
+    batch = torch.from_numpy(np.stack(arrays))  # (B, H, W, C) uint8
+    return batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+
+
+def to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    """``float`` (C, H, W) or (B, C, H, W) in [-1, 1] to ``uint8`` (H, W, C) or (B, H, W, C).
+
+    Single-channel tensors come back as (H, W) / (B, H, W).
+    """
+    if tensor.ndim not in (3, 4):
+        raise ValueError(f"expected (C, H, W) or (B, C, H, W). Got {tuple(tensor.shape)}")
+    t = tensor.detach().float().clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
+    t = t.movedim(-3, -1).cpu()  # (..., H, W, C)
+    arr = t.numpy()
+    if arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return np.ascontiguousarray(arr)

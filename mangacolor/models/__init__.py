@@ -1,0 +1,22 @@
+"""Architectures. Importing this package registers every model family."""
+
+from mangacolor.models import patchgan, unet  # noqa: F401  (registration side effects)
+from mangacolor.models.registry import (
+    ModelSpec,
+    build_config,
+    config_dict,
+    create_model,
+    get_spec,
+    list_models,
+    register_model,
+)
+
+__all__ = [
+    "ModelSpec",
+    "build_config",
+    "config_dict",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "register_model",
+]
