@@ -1,0 +1,83 @@
+"""``mangacolor colorize``: colorize a page or a folder of pages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mangacolor.cli._common import console, exit_for, guarded, make_progress, print_summary
+from mangacolor.errors import MangacolorError
+
+
+@guarded
+def colorize(
+    input: Annotated[Path, typer.Argument(help="A page, or a folder of pages (searched recursively).")],
+    output: Annotated[Path, typer.Argument(help="Output folder (mirrors the input tree), or file for one page.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="Checkpoint (.safetensors); default: the model in assets/.")
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(min=16, help="Working resolution (long side) of the network; default: the model's training scale."),
+    ] = None,
+    merge: Annotated[
+        str, typer.Option(help="luma: keep the page's own full-resolution luminance; none: the network's RGB resized.")
+    ] = "luma",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    half: Annotated[
+        bool | None, typer.Option("--half/--no-half", help="float16 on the GPU (default: on for CUDA).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pages per forward pass.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Redo pages whose output exists.")] = False,
+    force: Annotated[bool, typer.Option(help="Colorize pages that are already in colour (default: copy them).")] = False,
+    candidates: Annotated[bool, typer.Option(help="Write every colouring of a multi-output model (_c0, _c1, ...).")] = False,
+    output_format: Annotated[str, typer.Option("--format", help="same, png, jpg or webp.")] = "same",
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG / WebP quality.")] = 95,
+    io_workers: Annotated[int, typer.Option(min=1, help="Threads decoding and encoding pages.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,
+) -> None:
+    """Colorize greyscale pages or line art; the result keeps each page's full resolution."""
+    from mangacolor.inference import FolderOptions, Translator, default_model_path, run_folder
+
+    ckpt = model or default_model_path()
+    if model is None and not ckpt.exists():
+        raise MangacolorError(f"{ckpt}: the default model is missing; pass --model CHECKPOINT")
+    translator = Translator.from_checkpoint(ckpt, device=device, size=size, merge=merge, half=half)
+    if translator.info.task != "colorize":
+        raise MangacolorError(f"{ckpt}: a {translator.info.task} model, not a colorizer")
+    options = FolderOptions(
+        overwrite=overwrite,
+        force=force,
+        candidates=candidates,
+        output_format=output_format,
+        quality=quality,
+        batch_size=batch_size,
+        io_workers=io_workers,
+    )
+    console.print(
+        f"model {ckpt} ({translator.info.arch}), device {translator.device}"
+        f"{' fp16' if translator.half else ''}, working size {translator.size}",
+        highlight=False,
+    )
+    with make_progress() as progress:
+        task = progress.add_task("colorize", total=None, status="")
+
+        def on_result(result) -> None:
+            progress.advance(task)
+            if not as_json:
+                for out in result.outputs:
+                    typer.echo(out)
+
+        report = run_folder(translator, input, output, options, on_result=on_result)
+    print_summary(report, "colorize")
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    exit_for(report)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("colorize")(colorize)

@@ -1,0 +1,364 @@
+"""Apply a trained image-to-image network to pages: one array, or a whole folder tree.
+
+:class:`Translator` runs a model at a working resolution (long side ``size``, padded to the
+model's size multiple, padding removed afterwards) and returns the result at the input's full
+resolution: for colorizers the predicted chroma is upsampled and merged with the page's own
+luminance (see :mod:`mangacolor.color`), so lines stay exactly as sharp as the input.
+
+:func:`run_folder` is the batch engine shared by ``colorize`` and ``scan``: pages are decoded and
+resized by background threads while the model runs, batches group pages of equal working shape,
+results are encoded and written atomically by a second thread pool, and every queue is bounded
+so memory does not grow with the number of pages.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from mangacolor import checkpoint
+from mangacolor.checkpoint import CheckpointInfo
+from mangacolor.color import is_color, luma, merge_luminance
+from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError
+from mangacolor.imageio import atomic_write_bytes, encode_image, list_images, read_image, to_tensor, to_uint8
+from mangacolor.report import BatchReport, FileResult
+from mangacolor.training.colorizer import resolve_device
+
+MERGE_MODES = ("luma", "none")
+DEFAULT_SIZE = 512
+
+
+def default_model_path() -> Path:
+    """The checkpoint shipped in ``assets/`` (next to the package in a source checkout)."""
+    env = os.environ.get("MANGACOLOR_DEFAULT_MODEL")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "assets" / "default.safetensors", here.parent / "assets" / "default.safetensors"):
+        if candidate.exists():
+            return candidate
+    return here.parent / "assets" / "default.safetensors"
+
+
+@dataclass
+class Prepared:
+    """A page ready for the network."""
+
+    full: np.ndarray  # uint8 (H, W) or (H, W, 3): the page at full resolution, in the model's input mode
+    tensor: torch.Tensor  # float (1, C, h_pad, w_pad) in [-1, 1]
+    valid: tuple[int, int]  # (h, w) of the resized page inside the padded tensor
+
+
+class Translator:
+    """A loaded image-to-image model (colorizer or scan generator) and how to apply it.
+
+    Args:
+        model: a registered model in eval mode.
+        info: its checkpoint metadata.
+        device: where to run.
+        size: working resolution (long side); ``None`` uses the size the model was trained at
+            (checkpoint provenance ``working_size``) or 512.
+        merge: ``luma`` keeps the page's own luminance at full resolution and takes only the
+            chroma from the network (colorizers only); ``none`` returns the network's output resized.
+        half: run in float16 (CUDA only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        info: CheckpointInfo,
+        device: torch.device,
+        size: int | None = None,
+        merge: str = "luma",
+        half: bool = False,
+    ) -> None:
+        if merge not in MERGE_MODES:
+            raise MangacolorError(f"--merge must be one of {MERGE_MODES}. Got {merge!r}")
+        self.info = info
+        self.device = device
+        self.half = half and device.type == "cuda"
+        self.model = model.to(device).eval()
+        if self.half:
+            self.model.half()
+        self.multiple = int(getattr(model, "size_multiple", 1))
+        size = size or int(info.provenance.get("working_size") or DEFAULT_SIZE)
+        if size < self.multiple:
+            raise MangacolorError(f"--size {size} is smaller than this model's size multiple {self.multiple}")
+        self.size = size
+        self.in_channels = int(getattr(model.config, "in_channels", 1))
+        self.num_outputs = int(getattr(model, "num_outputs", 1))
+        self.out_channels = int(getattr(model.config, "out_channels", 3))
+        self.merge = merge if self.out_channels == 3 else "none"
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", size: int | None = None, merge: str = "luma", half: bool | None = None
+    ) -> Translator:
+        """Load a checkpoint; ``half=None`` means float16 on CUDA, float32 on CPU."""
+        dev = resolve_device(device)
+        model, info = checkpoint.load(path, device="cpu")
+        return cls(model, info, dev, size=size, merge=merge, half=dev.type == "cuda" if half is None else half)
+
+    @property
+    def input_mode(self) -> str:
+        """Image mode the network reads: ``L`` (greyscale) or ``RGB``."""
+        return "L" if self.in_channels == 1 else "RGB"
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """Resize a page so its long side is ``size`` and pad it (edge replicate) to the size multiple."""
+        full = luma(image) if self.in_channels == 1 else (image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))
+        h, w = full.shape[:2]
+        scale = self.size / max(h, w)
+        rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+        small = cv2.resize(full, (rw, rh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        m = self.multiple
+        ph, pw = -rh % m, -rw % m
+        if ph or pw:
+            small = cv2.copyMakeBorder(small, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+        return Prepared(full=full, tensor=to_tensor(small), valid=(rh, rw))  # tensor: (1, C, rh + ph, rw + pw)
+
+    @torch.no_grad()
+    def run(self, batch: list[Prepared]) -> list[list[np.ndarray]]:
+        """Run the network on pages of one padded shape; return each page's outputs at working size."""
+        x = torch.cat([p.tensor for p in batch]).to(self.device)  # (B, C, H, W)
+        x = x.half() if self.half else x
+        y = self.model(x).float()  # (B, out * k, H, W)
+        y = y.reshape(y.shape[0], self.num_outputs, self.out_channels, *y.shape[2:])  # (B, k, out, H, W)
+        results = []
+        for i, p in enumerate(batch):
+            h, w = p.valid
+            results.append([to_uint8(y[i, k, :, :h, :w]) for k in range(self.num_outputs)])
+        return results
+
+    def finish(self, prepared: Prepared, output: np.ndarray) -> np.ndarray:
+        """Bring one working-size output back to the page's full resolution."""
+        h, w = prepared.full.shape[:2]
+        if self.merge == "luma":
+            gray = prepared.full if prepared.full.ndim == 2 else luma(prepared.full)
+            return merge_luminance(gray, output)
+        return cv2.resize(output, (w, h), interpolation=cv2.INTER_CUBIC)
+
+    def __call__(self, image: np.ndarray) -> list[np.ndarray]:
+        """Translate one ``uint8`` page ((H, W) or (H, W, 3)); returns the k outputs at full resolution."""
+        prepared = self.prepare(image)
+        return [self.finish(prepared, out) for out in self.run([prepared])[0]]
+
+
+@dataclass
+class FolderOptions:
+    """How :func:`run_folder` maps inputs to outputs and treats existing files.
+
+    Attributes:
+        overwrite: redo pages whose outputs exist (default: skip them, so runs resume).
+        force: translate pages that are already in colour instead of copying them through.
+        candidates: write every output of a multi-output model (``name_c0``, ``name_c1``, ...).
+        output_format: ``same`` keeps each input's ending; else ``png``, ``jpg`` or ``webp``.
+        quality: JPEG / WebP quality.
+        batch_size: pages per forward pass.
+        io_workers: threads decoding pages and threads encoding results.
+        copy_color: detect colour inputs and copy them through (colorizers).
+        max_pixels: refuse larger inputs.
+    """
+
+    overwrite: bool = False
+    force: bool = False
+    candidates: bool = False
+    output_format: str = "same"
+    quality: int = 95
+    batch_size: int = 1
+    io_workers: int = 2
+    copy_color: bool = True
+    max_pixels: int | None = None
+
+
+@dataclass
+class _Job:
+    src: Path
+    outputs: list[Path]
+    prepared: Prepared | None = None
+    error: str = ""
+    copy: bool = False
+
+
+def output_paths(src: Path, in_root: Path, out_root: Path, options: FolderOptions, num_outputs: int) -> list[Path]:
+    """Where the outputs of ``src`` go: ``out_root`` mirrors the tree under ``in_root``."""
+    if in_root.is_file():
+        target = out_root if out_root.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"} else out_root / src.name
+    else:
+        target = out_root / src.relative_to(in_root)
+    if options.output_format != "same":
+        target = target.with_suffix("." + options.output_format.lower().lstrip("."))
+    if options.candidates and num_outputs > 1:
+        return [target.with_name(f"{target.stem}_c{k}{target.suffix}") for k in range(num_outputs)]
+    return [target]
+
+
+def _walk(in_root: Path, out_root: Path) -> Iterator[Path]:
+    """Input pages, leaving out anything under the output folder when it lies inside the input."""
+    out_resolved = out_root.resolve()
+    for path in list_images(in_root):
+        resolved = path.resolve()
+        if out_resolved == resolved or out_resolved in resolved.parents:
+            continue
+        yield path
+
+
+def run_folder(
+    translator: Translator,
+    in_root: str | Path,
+    out_root: str | Path,
+    options: FolderOptions | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+) -> BatchReport:
+    """Translate every page under ``in_root`` into ``out_root`` (mirrored tree).
+
+    Pages whose outputs all exist are skipped unless ``overwrite``; a page that cannot be read or
+    written is recorded as failed with its reason and the batch goes on.
+
+    Args:
+        translator: the loaded model.
+        in_root: a page or a folder (searched recursively).
+        out_root: output folder (or output file when ``in_root`` is a file).
+        options: see :class:`FolderOptions`.
+        on_result: called with each page's outcome as soon as it is known (progress display).
+    """
+    options = options or FolderOptions()
+    if options.output_format not in ("same", "png", "jpg", "jpeg", "webp"):
+        raise MangacolorError(f"--format must be same, png, jpg or webp. Got {options.output_format!r}")
+    in_root, out_root = Path(in_root), Path(out_root)
+    if not in_root.exists():
+        raise MangacolorError(f"{in_root}: no such file or directory")
+    report = BatchReport()
+    lock = threading.Lock()
+
+    def record(result: FileResult) -> None:
+        with lock:
+            report.add(result)
+        if on_result is not None:
+            on_result(result)
+
+    def load(job: _Job) -> _Job:
+        try:
+            image = read_image(job.src, mode=None, max_pixels=options.max_pixels or 150_000_000)
+            if options.copy_color and translator.in_channels == 1 and not options.force and is_color(image):
+                job.copy = True
+            else:
+                job.prepared = translator.prepare(image)
+        except ImageReadError as exc:
+            job.error = exc.reason
+        except (MemoryError, cv2.error, ValueError) as exc:
+            job.error = f"cannot process: {exc}"
+        return job
+
+    def write(job: _Job, outputs: list[np.ndarray] | None) -> None:
+        try:
+            if job.copy:
+                dst = job.outputs[0]
+                if dst.suffix.lower() == job.src.suffix.lower():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = dst.with_name(f".{dst.name}.copy.tmp")
+                    shutil.copyfile(job.src, tmp)
+                    os.replace(tmp, dst)
+                else:
+                    image = read_image(job.src, mode="RGB", max_pixels=None)
+                    atomic_write_bytes(dst, encode_image(image, dst.suffix, options.quality))
+                record(FileResult(str(job.src), "copied", "already in colour", [str(dst)]))
+                return
+            assert outputs is not None and job.prepared is not None
+            written = []
+            for dst, out in zip(job.outputs, outputs):
+                full = translator.finish(job.prepared, out)
+                try:
+                    atomic_write_bytes(dst, encode_image(full, dst.suffix, options.quality))
+                except OSError as exc:
+                    raise ImageWriteError(dst, f"cannot write: {exc.strerror or exc}") from None
+                written.append(str(dst))
+            record(FileResult(str(job.src), "done", outputs=written))
+        except (ImageWriteError, ImageReadError) as exc:
+            record(FileResult(str(job.src), "failed", str(exc)))
+        except (OSError, ValueError, cv2.error) as exc:
+            record(FileResult(str(job.src), "failed", f"cannot write output: {exc}"))
+
+    def jobs() -> Iterator[_Job]:
+        for src in _walk(in_root, out_root):
+            outs = output_paths(src, in_root, out_root, options, 1 if not options.candidates else translator.num_outputs)
+            if not options.overwrite and all(p.exists() for p in outs):
+                record(FileResult(str(src), "skipped", "output exists (use --overwrite to redo)"))
+                continue
+            yield _Job(src, outs)
+
+    prefetch = max(2, options.batch_size * 2)
+    readers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="mangacolor-read")
+    writers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="mangacolor-write")
+    pending_writes: queue.Queue[Future] = queue.Queue()
+    write_slots = threading.BoundedSemaphore(prefetch)
+
+    def submit_write(job: _Job, outputs: list[np.ndarray] | None) -> None:
+        write_slots.acquire()  # bounded: the model waits for the disk instead of piling up results
+        fut = writers.submit(write, job, outputs)
+        fut.add_done_callback(lambda _: write_slots.release())
+        pending_writes.put(fut)
+
+    def run_batch(batch: list[_Job]) -> None:
+        try:
+            outs = translator.run([j.prepared for j in batch])
+        except (RuntimeError, MemoryError) as exc:  # e.g. out of memory on a huge page: report, go on
+            for job in batch:
+                record(FileResult(str(job.src), "failed", f"model failed: {str(exc).splitlines()[0]}"))
+            return
+        for job, out in zip(batch, outs):
+            chosen = out if options.candidates else out[:1]
+            submit_write(job, chosen)
+
+    try:
+        in_flight: queue.Queue[Future] = queue.Queue()
+        source = jobs()
+        exhausted = False
+
+        def refill() -> None:
+            nonlocal exhausted
+            while not exhausted and in_flight.qsize() < prefetch:
+                job = next(source, None)
+                if job is None:
+                    exhausted = True
+                    return
+                in_flight.put(readers.submit(load, job))
+
+        refill()
+        batch: list[_Job] = []
+        while not in_flight.empty():
+            job = in_flight.get().result()
+            refill()
+            if job.error:
+                record(FileResult(str(job.src), "failed", job.error))
+                continue
+            if job.copy:
+                submit_write(job, None)
+                continue
+            assert job.prepared is not None
+            if batch and batch[0].prepared.tensor.shape != job.prepared.tensor.shape:
+                run_batch(batch)
+                batch = []
+            batch.append(job)
+            if len(batch) >= options.batch_size:
+                run_batch(batch)
+                batch = []
+        if batch:
+            run_batch(batch)
+        while not pending_writes.empty():
+            pending_writes.get().result()
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True)
+    return report

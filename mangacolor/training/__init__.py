@@ -1,0 +1,1 @@
+"""Training: generic loop pieces (run directory, metrics, samples) and one module per trainer."""

@@ -1,0 +1,62 @@
+"""A training run's directory: ``config.json``, ``metrics.jsonl``, ``samples/``, checkpoints.
+
+Nothing here knows what is being trained.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mangacolor.imageio import atomic_write_bytes, to_uint8, write_image
+
+
+class RunDir:
+    """Files of one training run.
+
+    Args:
+        path: the run folder (created).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "samples").mkdir(exist_ok=True)
+        self._t0 = time.time()
+
+    def write_config(self, config: Any) -> None:
+        """Store the training config (a dataclass or dict) as ``config.json``."""
+        data = asdict(config) if is_dataclass(config) else dict(config)
+        atomic_write_bytes(self.path / "config.json", json.dumps(data, indent=2, default=str).encode())
+
+    def log_metrics(self, step: int, values: dict[str, float]) -> None:
+        """Append one JSON line to ``metrics.jsonl``."""
+        record = {"step": step, "time": round(time.time() - self._t0, 3), **values}
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def save_samples(self, step: int, columns: list[torch.Tensor], max_rows: int = 4) -> Path:
+        """Write a grid PNG: one row per example, one column per tensor (e.g. input | output | target).
+
+        Args:
+            columns: float (B, C, H, W) tensors in [-1, 1]; C is 1 or 3 (grey is shown as RGB).
+        """
+        rows = []
+        for i in range(min(max_rows, columns[0].shape[0])):
+            tiles = []
+            for col in columns:
+                tile = to_uint8(col[i : i + 1])[0]
+                if tile.ndim == 2:
+                    tile = np.repeat(tile[..., None], 3, axis=2)
+                tiles.append(tile)
+            rows.append(np.concatenate(tiles, axis=1))  # (H, n * W, 3)
+        grid = np.concatenate(rows, axis=0)
+        path = self.path / "samples" / f"step_{step:07d}.png"
+        write_image(path, grid)
+        return path
