@@ -33,7 +33,7 @@ class PatchGANConfig:
     norm: str = "batch"
 
 
-@register_model("patchgan", PatchGANConfig, task="discriminator")
+@register_model("patchgan", PatchGANConfig, task="discriminator", toy={"base_width": 4}, toy_size=32)
 class PatchDiscriminator(nn.Module):
     """70x70 PatchGAN: (B, C, H, W) -> (B, 1, H', W') real/fake logits per patch."""
 

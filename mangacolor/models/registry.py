@@ -26,6 +26,8 @@ class ModelSpec:
         config_cls: frozen dataclass holding every hyperparameter.
         task: ``colorize``, ``scan`` or ``discriminator``.
         description: one line for ``mangacolor models``.
+        toy: config overrides for a tiny instance (tests build every model at this width).
+        toy_size: input side the toy instance is tested at.
     """
 
     name: str
@@ -33,13 +35,24 @@ class ModelSpec:
     config_cls: type
     task: str
     description: str
+    toy: dict[str, Any]
+    toy_size: int
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, config_cls: type, task: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+def register_model(
+    name: str, config_cls: type, task: str, toy: dict[str, Any] | None = None, toy_size: int = 64
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator that registers an architecture under ``name``.
+
+    Args:
+        name: unique registry name (stored as ``arch`` in checkpoints).
+        config_cls: the frozen config dataclass the class is built from.
+        task: ``colorize``, ``scan`` or ``discriminator``.
+        toy: config overrides giving a tiny instance, used by the tests of every registered model.
+        toy_size: square input side for the toy instance.
 
     Raises:
         ValueError: ``name`` is taken, ``task`` is unknown or ``config_cls`` is not a dataclass.
@@ -53,7 +66,7 @@ def register_model(name: str, config_cls: type, task: str) -> Callable[[type[nn.
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name].cls.__name__}")
         doc = (cls.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelSpec(name, cls, config_cls, task, doc[0] if doc else "")
+        _REGISTRY[name] = ModelSpec(name, cls, config_cls, task, doc[0] if doc else "", dict(toy or {}), toy_size)
         cls.arch_name = name
         return cls
 

@@ -59,7 +59,7 @@ def _up(cin: int, cout: int, norm: str, outermost: bool, dropout: float) -> nn.S
     return nn.Sequential(*layers)
 
 
-@register_model("unet", UNetConfig, task="colorize")
+@register_model("unet", UNetConfig, task="colorize", toy={"base_width": 4, "depth": 4}, toy_size=32)
 class UNetGenerator(nn.Module):
     """pix2pix U-Net: greyscale (B, 1, H, W) -> RGB (B, 3, H, W) in [-1, 1]."""
 
