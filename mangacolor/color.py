@@ -2,9 +2,9 @@
 
 Merging follows DeOldify's post-processing idea: the network's colour is predicted at a small
 working size, but only its chroma is kept; the luminance comes from the full-resolution input, so
-lines and lettering stay exactly as sharp as the scan. We merge in CIELAB (a*, b* from the
-prediction, L* from the input) because L* is perceptually uniform and a*, b* carry hue and
-saturation independently of it.
+lines and lettering stay exactly as sharp as the scan. We keep BT.601 luma (the Y of YCbCr)
+because that is exactly the greyscale the colorizer was trained to invert: the training input is
+the luma of the colour target.
 """
 
 from __future__ import annotations
@@ -45,29 +45,44 @@ def is_color(image: np.ndarray, chroma_threshold: float = 15.0, min_fraction: fl
     return float((dev > chroma_threshold).mean()) > min_fraction
 
 
-_GRAY_TO_L = cv2.cvtColor(np.arange(256, dtype=np.uint8).reshape(1, 256, 1).repeat(3, axis=2), cv2.COLOR_RGB2Lab)[
-    0, :, 0
-].copy()
-"""8-bit CIELAB L* of each grey level (R = G = B = v)."""
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def merge_luminance(gray: np.ndarray, color: np.ndarray) -> np.ndarray:
     """Combine a full-resolution greyscale page with a (smaller) colour prediction.
 
+    The prediction is split into its luma and its chroma offsets ``d = rgb - luma(rgb)`` (which
+    carry no luma). The result is ``gray + s * d`` where ``s`` in [0, 1] is, per pixel, the
+    largest factor that keeps every channel inside [0, 255]. So the output's BT.601 luma equals
+    the input page exactly (the greyscale of our output *is* the page), black lines and white
+    paper stay neutral, and nothing is clipped into a hue shift.
+
     Args:
-        gray: ``uint8`` (H, W) page luminance at full resolution.
+        gray: ``uint8`` (H, W) page luma at full resolution.
         color: ``uint8`` (h, w, 3) RGB prediction, any size; it is resized to (H, W).
 
     Returns:
-        ``uint8`` (H, W, 3): L* from ``gray``, a* and b* from ``color``.
+        ``uint8`` (H, W, 3).
     """
     if gray.ndim != 2:
         raise ValueError(f"gray must be (H, W). Got {gray.shape}")
     if color.ndim != 3 or color.shape[2] != 3:
         raise ValueError(f"color must be (h, w, 3). Got {color.shape}")
     h, w = gray.shape
-    if color.shape[:2] != (h, w):
-        color = cv2.resize(color, (w, h), interpolation=cv2.INTER_LINEAR)
-    lab = cv2.cvtColor(color, cv2.COLOR_RGB2Lab)  # (H, W, 3) uint8
-    lab[..., 0] = _GRAY_TO_L[gray]
-    return cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+    c = color.astype(np.float32)  # (h, w, 3)
+    d = c - (c @ _LUMA_WEIGHTS)[..., None]  # (h, w, 3) chroma offsets, zero luma
+    d_max, d_min = d.max(axis=2), d.min(axis=2)  # (h, w): d_max >= 0 >= d_min
+    if d.shape[:2] != (h, w):
+        # Bilinear weights are positive, so interpolated extremes bound the interpolated channels'
+        # extremes: the scale below stays conservative and never clips.
+        d = cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR)
+        d_max = cv2.resize(d_max, (w, h), interpolation=cv2.INTER_LINEAR)
+        d_min = cv2.resize(d_min, (w, h), interpolation=cv2.INTER_LINEAR)
+    y = gray.astype(np.float32)  # (H, W)
+    s = np.minimum((255.0 - y) / np.maximum(d_max, 1e-6), y / np.maximum(-d_min, 1e-6))
+    np.minimum(s, 1.0, out=s)  # (H, W)
+    d *= s[..., None]
+    d += y[..., None]
+    d += 0.5
+    np.clip(d, 0, 255, out=d)
+    return d.astype(np.uint8)

@@ -1,0 +1,111 @@
+"""`mangacolor colorize`, `models` and `train-color` in-process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mangacolor.cli import app
+from mangacolor.color import luma
+from mangacolor.imageio import read_image, write_image
+from tests.conftest import drawing
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def pages(tmp_path):
+    root = tmp_path / "pages"
+    for i in range(2):
+        write_image(root / f"p{i}.png", luma(drawing(seed=i)))
+    return root
+
+
+def test_colorize_writes_paths_on_stdout_and_resumes(pages, tmp_path, toy_checkpoint):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["colorize", str(pages), str(out), "--model", str(toy_checkpoint)])
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.split()) == [str(out / "p0.png"), str(out / "p1.png")]
+    again = runner.invoke(app, ["colorize", str(pages), str(out), "-m", str(toy_checkpoint), "--json"])
+    assert again.exit_code == 0
+    summary = json.loads(again.stdout)
+    assert summary["skipped"] == 2 and summary["done"] == 0
+
+
+def test_colorize_failure_exit_code_and_summary(pages, tmp_path, toy_checkpoint):
+    (pages / "[ch1]_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "o"), "-m", str(toy_checkpoint), "--json"])
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["done"] == 2 and summary["failed"] == 1
+    assert summary["failures"][0]["path"].endswith("[ch1]_bad.png")
+    assert "[ch1]_bad.png" in result.stderr  # file names are not eaten as markup
+
+
+def test_colorize_bad_checkpoint_is_one_line_error(pages, tmp_path):
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"junk")
+    result = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "o"), "-m", str(fake)])
+    assert result.exit_code == 2
+    assert "fake.safetensors" in result.stderr and "Traceback" not in result.output
+
+
+def test_colorize_options(pages, tmp_path, toy_checkpoint):
+    out = tmp_path / "o"
+    args = ["colorize", str(pages), str(out), "-m", str(toy_checkpoint), "--size", "64", "--merge", "none"]
+    result = runner.invoke(app, [*args, "--format", "webp", "--batch-size", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert read_image(out / "p0.webp").shape == (48, 64, 3)
+    bad = runner.invoke(app, ["colorize", str(pages), str(out), "-m", str(toy_checkpoint), "--merge", "lab"])
+    assert bad.exit_code == 2 and "--merge" in bad.stderr
+
+
+def test_colorize_missing_input(tmp_path, toy_checkpoint):
+    result = runner.invoke(app, ["colorize", str(tmp_path / "nope"), str(tmp_path / "o"), "-m", str(toy_checkpoint)])
+    assert result.exit_code == 2 and "no such file" in result.stderr
+
+
+def test_models_lists_and_inspects(toy_checkpoint):
+    listed = runner.invoke(app, ["models", "--json"])
+    names = {m["name"] for m in json.loads(listed.stdout)}
+    assert {"unet", "patchgan"} <= names
+    info = runner.invoke(app, ["models", str(toy_checkpoint), "--json"])
+    data = json.loads(info.stdout)
+    assert data["arch"] == "unet" and data["config"]["base_width"] == 4
+    assert data["provenance"]["working_size"] == 32
+
+
+def test_train_color_then_colorize(color_folder, tmp_path):
+    run = tmp_path / "run"
+    args = ["train-color", str(color_folder), str(run), "--width", "4", "--depth", "3", "--d-width", "4"]
+    args += ["--steps", "4", "--batch-size", "2", "--crop-size", "32", "--log-every", "2", "--sample-every", "2"]
+    result = runner.invoke(app, [*args, "--val-fraction", "0.25", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    ckpt = run / "model.safetensors"
+    assert result.stdout.strip() == str(ckpt)
+    assert (run / "config.json").exists() and (run / "best.safetensors").exists()
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [2, 4]
+    assert {"loss_d", "loss_g_l1", "loss_g_gan", "images_per_s", "val_l1"} <= set(metrics[0])
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    gray = tmp_path / "gray"
+    write_image(gray / "page.png", luma(drawing(90, 70)))
+    out = runner.invoke(app, ["colorize", str(gray), str(tmp_path / "col"), "-m", str(ckpt)])
+    assert out.exit_code == 0, out.output
+    assert read_image(tmp_path / "col" / "page.png").shape == (90, 70, 3)
+
+
+def test_train_color_rejects_bad_crop_and_empty_folder(color_folder, tmp_path):
+    result = runner.invoke(app, ["train-color", str(color_folder), str(tmp_path / "r"), "--depth", "3", "--crop-size", "30"])
+    assert result.exit_code == 2 and "multiple of 8" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["train-color", str(empty), str(tmp_path / "r2"), "--steps", "1"])
+    assert result.exit_code == 2 and "no images found" in result.stderr
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip()

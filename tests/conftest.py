@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny images and toy checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mangacolor import checkpoint
+from mangacolor.models import create_model
+
+
+def drawing(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """A small colour drawing: white paper, filled shapes with dark outlines. uint8 (H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 255, np.uint8)
+    for _ in range(3):
+        color = tuple(int(c) for c in rng.integers(30, 230, 3))
+        center = (int(rng.integers(8, w - 8)), int(rng.integers(8, h - 8)))
+        radius = int(rng.integers(5, min(h, w) // 3))
+        cv2.circle(img, center, radius, color, -1)
+        cv2.circle(img, center, radius, (0, 0, 0), 1)
+    return img
+
+
+@pytest.fixture
+def color_folder(tmp_path: Path) -> Path:
+    """Eight tiny colour drawings."""
+    folder = tmp_path / "color"
+    folder.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(folder / f"img{i}.png"), drawing(seed=i)[..., ::-1])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def toy_checkpoint(tmp_path_factory) -> Path:
+    """A toy U-Net colorizer checkpoint (random weights)."""
+    torch.manual_seed(0)
+    model = create_model("unet", base_width=4, depth=3)
+    path = tmp_path_factory.mktemp("ckpt") / "toy.safetensors"
+    checkpoint.save(path, model, {"steps": 0, "working_size": 32})
+    return path

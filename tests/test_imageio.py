@@ -1,0 +1,186 @@
+"""Image I/O on every odd input the wild produces."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mangacolor.errors import ImageReadError, ImageWriteError
+from mangacolor.imageio import list_images, read_image, to_tensor, to_uint8, write_image
+
+
+def _gradient(h: int = 24, w: int = 32) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), np.full_like(x, 90)], -1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".webp"])
+def test_lossless_round_trip(tmp_path, ext):
+    rgb = _gradient()
+    path = tmp_path / f"page{ext}"
+    kwargs = {"lossless": True} if ext == ".webp" else {}
+    Image.fromarray(rgb).save(path, **kwargs)
+    assert np.array_equal(read_image(path), rgb)
+
+
+def test_jpeg_close(tmp_path):
+    rgb = _gradient()
+    write_image(tmp_path / "p.jpg", rgb)
+    back = read_image(tmp_path / "p.jpg")
+    assert back.shape == rgb.shape and np.abs(back.astype(int) - rgb).mean() < 6
+
+
+def test_exif_orientation_applied(tmp_path):
+    rgb = np.zeros((10, 20, 3), np.uint8)
+    rgb[:, :10] = 255  # left half white
+    img = Image.fromarray(rgb)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img.save(tmp_path / "rot.jpg", exif=exif, quality=100)
+    out = read_image(tmp_path / "rot.jpg")
+    assert out.shape == (20, 10, 3)
+    assert out[:10].mean() > 200 and out[10:].mean() < 50  # left half became the top half
+
+
+def test_palette_with_transparency_on_white(tmp_path):
+    img = Image.new("P", (8, 8), 0)
+    img.putpalette([255, 0, 0] + [0, 0, 255] * 255)
+    img.info["transparency"] = 0
+    img.save(tmp_path / "pal.png", transparency=0)
+    out = read_image(tmp_path / "pal.png")
+    assert (out == 255).all()  # index 0 is transparent -> white
+
+
+def test_palette_plain(tmp_path):
+    Image.new("RGB", (6, 4), (10, 200, 30)).quantize(4).save(tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").mode == "P"
+    out = read_image(tmp_path / "p.png")
+    assert out.shape == (4, 6, 3) and tuple(out[0, 0]) == (10, 200, 30)
+
+
+def test_rgba_composited_on_white(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 3] = 128  # half-transparent red
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    out = read_image(tmp_path / "a.png")
+    assert tuple(out[0, 0]) == (255, 127, 127) or tuple(out[0, 0]) == (255, 128, 128)
+
+
+def test_la_greyscale_with_alpha(tmp_path):
+    la = np.zeros((4, 4, 2), np.uint8)
+    la[..., 1] = 0  # fully transparent black
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    assert (read_image(tmp_path / "la.png", mode=None) == 255).all()
+
+
+def test_16bit_greyscale(tmp_path):
+    arr = np.array([[0, 65535], [257 * 100, 257 * 200]], np.uint16)
+    Image.fromarray(arr).save(tmp_path / "g16.png")
+    out = read_image(tmp_path / "g16.png", mode=None)
+    assert out.dtype == np.uint8 and out.ndim == 2
+    assert out.tolist() == [[0, 255], [100, 200]]
+
+
+def test_cmyk_jpeg(tmp_path):
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=100)  # red
+    out = read_image(tmp_path / "c.jpg")
+    assert out.shape == (8, 8, 3) and out[..., 0].mean() > 200 and out[..., 1:].mean() < 60
+
+
+def test_greyscale_modes(tmp_path):
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    assert read_image(tmp_path / "g.png", mode=None).ndim == 2
+    rgb = read_image(tmp_path / "g.png", mode="RGB")
+    assert rgb.shape == (8, 8, 3) and np.array_equal(rgb[..., 1], gray)
+    Image.fromarray(gray > 100).save(tmp_path / "bilevel.png")
+    assert set(np.unique(read_image(tmp_path / "bilevel.png", mode="L"))) <= {0, 255}
+
+
+def test_luma_mode(tmp_path):
+    Image.new("RGB", (2, 2), (255, 0, 0)).save(tmp_path / "r.png")
+    assert read_image(tmp_path / "r.png", mode="L")[0, 0] == 76  # 0.299 * 255
+
+
+def test_decompression_bomb_refused(tmp_path):
+    Image.new("L", (1000, 1000), 255).save(tmp_path / "big.png")
+    with pytest.raises(ImageReadError, match="big.png.*over the limit"):
+        read_image(tmp_path / "big.png", max_pixels=999_999)
+
+
+def test_truncated_file(tmp_path):
+    data = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(data, format="PNG")
+    (tmp_path / "cut.png").write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
+    with pytest.raises(ImageReadError, match="cut.png"):
+        read_image(tmp_path / "cut.png")
+
+
+def test_not_an_image_and_missing(tmp_path):
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(ImageReadError, match="text.png: not an image"):
+        read_image(tmp_path / "text.png")
+    with pytest.raises(ImageReadError, match="nope.png: no such file"):
+        read_image(tmp_path / "nope.png")
+    with pytest.raises(ImageReadError, match="is a directory"):
+        read_image(tmp_path)
+
+
+def test_unicode_file_names(tmp_path):
+    path = tmp_path / "第1話" / "ページ_01 ü.png"
+    write_image(path, _gradient())
+    assert np.array_equal(read_image(path), _gradient())
+    assert list(list_images(tmp_path)) == [path]
+
+
+def test_write_is_atomic_and_leaves_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "out.png"
+    write_image(path, _gradient())
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(ImageWriteError, match="out.png"):
+        write_image(path, np.zeros((5, 5, 3), np.uint8))
+    assert path.read_bytes() == before  # old file intact
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # temp file removed
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ImageWriteError, match="cannot write"):
+        write_image(blocker / "sub" / "out.png", _gradient())
+    with pytest.raises(ImageWriteError, match="unsupported image format"):
+        write_image(tmp_path / "out.xyz", _gradient())
+
+
+def test_list_images_sorted_recursive_skips_hidden_and_other_files(tmp_path):
+    for rel in ["b/2.png", "b/1.JPG", "a.webp", ".hidden/x.png", "notes.txt", "b/.tmp.png"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    names = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert names == ["a.webp", "b/1.JPG", "b/2.png"]
+
+
+def test_tensor_round_trip():
+    rgb = _gradient()
+    t = to_tensor(rgb)
+    assert t.shape == (1, 3, 24, 32) and t.dtype == torch.float32
+    assert t.min() >= -1 and t.max() <= 1
+    assert np.array_equal(to_uint8(t)[0], rgb)
+    gray = rgb[..., 0].copy()
+    tg = to_tensor([gray, gray])
+    assert tg.shape == (2, 1, 24, 32)
+    assert np.array_equal(to_uint8(tg[0]), gray)
+    with pytest.raises(ValueError, match="Got"):
+        to_uint8(torch.zeros(3, 3))

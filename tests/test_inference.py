@@ -1,0 +1,136 @@
+"""Translator (working size, padding, full-resolution merge) and the folder batch engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mangacolor import checkpoint
+from mangacolor.color import luma
+from mangacolor.imageio import read_image, write_image
+from mangacolor.inference import FolderOptions, Translator, output_paths, run_folder
+from tests.conftest import drawing
+
+
+@pytest.fixture
+def translator(toy_checkpoint):
+    return Translator.from_checkpoint(toy_checkpoint, device="cpu")
+
+
+def test_working_size_from_checkpoint_and_override(toy_checkpoint):
+    assert Translator.from_checkpoint(toy_checkpoint, device="cpu").size == 32
+    assert Translator.from_checkpoint(toy_checkpoint, device="cpu", size=48).size == 48
+
+
+@pytest.mark.parametrize("shape", [(37, 101), (300, 17), (8, 8), (64, 64)])
+def test_any_size_and_aspect_returns_full_resolution(translator, shape):
+    gray = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    (out,) = translator(gray)
+    assert out.shape == (*shape, 3) and out.dtype == np.uint8
+    assert np.abs(luma(out).astype(int) - gray).max() <= 1  # merged with the page's own luma
+
+
+def test_padding_to_size_multiple(translator):
+    p = translator.prepare(np.zeros((50, 30), np.uint8))
+    assert p.tensor.shape[2] % translator.multiple == 0 and p.tensor.shape[3] % translator.multiple == 0
+    assert p.valid == (32, 19)
+
+
+def test_merge_none_returns_network_rgb_resized(toy_checkpoint):
+    t = Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="none")
+    gray = np.full((40, 60), 128, np.uint8)
+    (out,) = t(gray)
+    assert out.shape == (40, 60, 3)
+    small = t.run([t.prepare(gray)])[0][0]
+    assert np.abs(out.mean((0, 1)) - small.mean((0, 1))).max() < 3
+
+
+def test_batching_matches_single(translator):
+    pages = [np.random.default_rng(i).integers(0, 256, (40, 30), dtype=np.uint8) for i in range(3)]
+    prepared = [translator.prepare(p) for p in pages]
+    batched = translator.run(prepared)
+    for p, out in zip(prepared, batched):
+        assert np.abs(translator.run([p])[0][0].astype(int) - out[0]).max() <= 1
+
+
+def _pages(root, n=3):
+    for i in range(n):
+        write_image(root / "ch1" / f"p{i}.png", luma(drawing(seed=i)))
+    return root
+
+
+def test_folder_mirrors_tree_and_resumes(translator, tmp_path):
+    src = _pages(tmp_path / "in")
+    out = tmp_path / "out"
+    report = run_folder(translator, src, out)
+    assert report.counts["done"] == 3 and report.failed == 0
+    assert sorted(p.name for p in (out / "ch1").iterdir()) == ["p0.png", "p1.png", "p2.png"]
+    stamp = (out / "ch1" / "p0.png").stat().st_mtime_ns
+    again = run_folder(translator, src, out)
+    assert again.counts["skipped"] == 3 and again.counts["done"] == 0
+    assert (out / "ch1" / "p0.png").stat().st_mtime_ns == stamp
+    redo = run_folder(translator, src, out, FolderOptions(overwrite=True))
+    assert redo.counts["done"] == 3
+
+
+def test_bad_pages_reported_batch_goes_on(translator, tmp_path):
+    src = _pages(tmp_path / "in", 2)
+    (src / "ch1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage")
+    (src / "ch1" / "text.png").write_text("not an image")
+    report = run_folder(translator, src, tmp_path / "out", FolderOptions(batch_size=2))
+    assert report.counts["done"] == 2 and report.failed == 2
+    reasons = {f.path.rsplit("/", 1)[-1]: f.reason for f in report.failures}
+    assert set(reasons) == {"broken.jpg", "text.png"}
+    assert not (tmp_path / "out" / "ch1" / "broken.jpg").exists()
+
+
+def test_colour_pages_copied_unless_forced(translator, tmp_path):
+    src = tmp_path / "in"
+    write_image(src / "color.png", drawing(64, 64))
+    write_image(src / "gray.png", luma(drawing(64, 64, seed=3)))
+    report = run_folder(translator, src, tmp_path / "out")
+    assert report.counts["copied"] == 1 and report.counts["done"] == 1
+    assert (tmp_path / "out" / "color.png").read_bytes() == (src / "color.png").read_bytes()
+    forced = run_folder(translator, src, tmp_path / "out2", FolderOptions(force=True))
+    assert forced.counts["done"] == 2
+
+
+def test_output_format_and_output_inside_input(translator, tmp_path):
+    src = _pages(tmp_path / "in", 1)
+    report = run_folder(translator, src, src / "colored", FolderOptions(output_format="jpg"))
+    assert report.counts["done"] == 1
+    assert read_image(src / "colored" / "ch1" / "p0.jpg").shape == (48, 64, 3)
+    again = run_folder(translator, src, src / "colored", FolderOptions(output_format="jpg"))
+    assert again.total == 1  # its own outputs are not treated as inputs
+
+
+def test_single_file_input(translator, tmp_path):
+    write_image(tmp_path / "page.png", luma(drawing()))
+    run_folder(translator, tmp_path / "page.png", tmp_path / "result.png")
+    assert read_image(tmp_path / "result.png").shape == (48, 64, 3)
+    run_folder(translator, tmp_path / "page.png", tmp_path / "outdir")
+    assert (tmp_path / "outdir" / "page.png").exists()
+
+
+def test_candidates_naming(tmp_path):
+    opts = FolderOptions(candidates=True)
+    paths = output_paths(tmp_path / "in" / "a" / "p.png", tmp_path / "in", tmp_path / "out", opts, 3)
+    assert [p.name for p in paths] == ["p_c0.png", "p_c1.png", "p_c2.png"]
+
+
+def test_unwritable_output_fails_cleanly(translator, tmp_path):
+    src = _pages(tmp_path / "in", 1)
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should be")
+    report = run_folder(translator, src, blocker)
+    assert report.failed == 1 and "cannot write" in report.failures[0].reason
+
+
+def test_half_checkpoint_colorizes(tmp_path):
+    torch.manual_seed(0)
+    from mangacolor.models import create_model
+
+    path = checkpoint.save(tmp_path / "h.safetensors", create_model("unet", base_width=4, depth=3), half=True)
+    (out,) = Translator.from_checkpoint(path, device="cpu", size=32)(np.zeros((20, 20), np.uint8))
+    assert out.shape == (20, 20, 3)
