@@ -45,7 +45,10 @@ def default_model_path() -> Path:
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent
-    for candidate in (here / "assets" / "default.safetensors", here.parent / "assets" / "default.safetensors"):
+    for candidate in (
+        here / "assets" / "default.safetensors",
+        here.parent / "assets" / "default.safetensors",
+    ):
         if candidate.exists():
             return candidate
     return here.parent / "assets" / "default.safetensors"
@@ -103,12 +106,19 @@ class Translator:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", size: int | None = None, merge: str = "luma", half: bool | None = None
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        size: int | None = None,
+        merge: str = "luma",
+        half: bool | None = None,
     ) -> Translator:
         """Load a checkpoint; ``half=None`` means float16 on CUDA, float32 on CPU."""
         dev = resolve_device(device)
         model, info = checkpoint.load(path, device="cpu")
-        return cls(model, info, dev, size=size, merge=merge, half=dev.type == "cuda" if half is None else half)
+        return cls(
+            model, info, dev, size=size, merge=merge, half=dev.type == "cuda" if half is None else half
+        )
 
     @property
     def input_mode(self) -> str:
@@ -117,7 +127,11 @@ class Translator:
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """Resize a page so its long side is ``size`` and pad it (edge replicate) to the size multiple."""
-        full = luma(image) if self.in_channels == 1 else (image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))
+        full = (
+            luma(image)
+            if self.in_channels == 1
+            else (image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))
+        )
         h, w = full.shape[:2]
         scale = self.size / max(h, w)
         rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -126,7 +140,9 @@ class Translator:
         ph, pw = -rh % m, -rw % m
         if ph or pw:
             small = cv2.copyMakeBorder(small, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
-        return Prepared(full=full, tensor=to_tensor(small), valid=(rh, rw))  # tensor: (1, C, rh + ph, rw + pw)
+        return Prepared(
+            full=full, tensor=to_tensor(small), valid=(rh, rw)
+        )  # tensor: (1, C, rh + ph, rw + pw)
 
     @torch.no_grad()
     def run(self, batch: list[Prepared]) -> list[list[np.ndarray]]:
@@ -191,10 +207,16 @@ class _Job:
     copy: bool = False
 
 
-def output_paths(src: Path, in_root: Path, out_root: Path, options: FolderOptions, num_outputs: int) -> list[Path]:
+def output_paths(
+    src: Path, in_root: Path, out_root: Path, options: FolderOptions, num_outputs: int
+) -> list[Path]:
     """Where the outputs of ``src`` go: ``out_root`` mirrors the tree under ``in_root``."""
     if in_root.is_file():
-        target = out_root if out_root.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"} else out_root / src.name
+        target = (
+            out_root
+            if out_root.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+            else out_root / src.name
+        )
     else:
         target = out_root / src.relative_to(in_root)
     if options.output_format != "same":
@@ -277,7 +299,7 @@ def run_folder(
                 return
             assert outputs is not None and job.prepared is not None
             written = []
-            for dst, out in zip(job.outputs, outputs):
+            for dst, out in zip(job.outputs, outputs, strict=True):
                 full = translator.finish(job.prepared, out)
                 try:
                     atomic_write_bytes(dst, encode_image(full, dst.suffix, options.quality))
@@ -292,7 +314,9 @@ def run_folder(
 
     def jobs() -> Iterator[_Job]:
         for src in _walk(in_root, out_root):
-            outs = output_paths(src, in_root, out_root, options, 1 if not options.candidates else translator.num_outputs)
+            outs = output_paths(
+                src, in_root, out_root, options, 1 if not options.candidates else translator.num_outputs
+            )
             if not options.overwrite and all(p.exists() for p in outs):
                 record(FileResult(str(src), "skipped", "output exists (use --overwrite to redo)"))
                 continue
@@ -300,7 +324,9 @@ def run_folder(
 
     prefetch = max(2, options.batch_size * 2)
     readers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="mangacolor-read")
-    writers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="mangacolor-write")
+    writers = ThreadPoolExecutor(
+        max_workers=max(1, options.io_workers), thread_name_prefix="mangacolor-write"
+    )
     pending_writes: queue.Queue[Future] = queue.Queue()
     write_slots = threading.BoundedSemaphore(prefetch)
 
@@ -317,7 +343,7 @@ def run_folder(
             for job in batch:
                 record(FileResult(str(job.src), "failed", f"model failed: {str(exc).splitlines()[0]}"))
             return
-        for job, out in zip(batch, outs):
+        for job, out in zip(batch, outs, strict=True):
             chosen = out if options.candidates else out[:1]
             submit_write(job, chosen)
 

@@ -50,7 +50,7 @@ def test_batching_matches_single(translator):
     pages = [np.random.default_rng(i).integers(0, 256, (40, 30), dtype=np.uint8) for i in range(3)]
     prepared = [translator.prepare(p) for p in pages]
     batched = translator.run(prepared)
-    for p, out in zip(prepared, batched):
+    for p, out in zip(prepared, batched, strict=True):
         assert np.abs(translator.run([p])[0][0].astype(int) - out[0]).max() <= 1
 
 

@@ -9,7 +9,14 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from mangacolor.errors import MangacolorError
@@ -34,7 +41,9 @@ def guarded(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MangacolorError as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+            console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True
+            )
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
@@ -66,7 +75,11 @@ def print_summary(report: BatchReport, title: str) -> None:
     for reason, n in sorted(report.skip_reasons.items()):
         console.print(f"skipped {n}: {escape(reason)}", highlight=False, soft_wrap=True)
     for failure in report.failures:
-        console.print(f"[red]failed:[/] {escape(failure.path)}: {escape(failure.reason)}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]failed:[/] {escape(failure.path)}: {escape(failure.reason)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.failed:
         console.print(f"[bold red]{report.failed} of {report.total} file(s) failed[/]")
 

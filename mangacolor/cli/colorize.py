@@ -15,16 +15,24 @@ from mangacolor.errors import MangacolorError
 @guarded
 def colorize(
     input: Annotated[Path, typer.Argument(help="A page, or a folder of pages (searched recursively).")],
-    output: Annotated[Path, typer.Argument(help="Output folder (mirrors the input tree), or file for one page.")],
+    output: Annotated[
+        Path, typer.Argument(help="Output folder (mirrors the input tree), or file for one page.")
+    ],
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="Checkpoint (.safetensors); default: the model in assets/.")
+        Path | None,
+        typer.Option("--model", "-m", help="Checkpoint (.safetensors); default: the model in assets/."),
     ] = None,
     size: Annotated[
         int | None,
-        typer.Option(min=16, help="Working resolution (long side) of the network; default: the model's training scale."),
+        typer.Option(
+            min=16, help="Working resolution (long side) of the network; default: the model's training scale."
+        ),
     ] = None,
     merge: Annotated[
-        str, typer.Option(help="luma: keep the page's own full-resolution luminance; none: the network's RGB resized.")
+        str,
+        typer.Option(
+            help="luma: keep the page's own full-resolution luminance; none: the network's RGB resized."
+        ),
     ] = "luma",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     half: Annotated[
@@ -32,12 +40,18 @@ def colorize(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Pages per forward pass.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Redo pages whose output exists.")] = False,
-    force: Annotated[bool, typer.Option(help="Colorize pages that are already in colour (default: copy them).")] = False,
-    candidates: Annotated[bool, typer.Option(help="Write every colouring of a multi-output model (_c0, _c1, ...).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Colorize pages that are already in colour (default: copy them).")
+    ] = False,
+    candidates: Annotated[
+        bool, typer.Option(help="Write every colouring of a multi-output model (_c0, _c1, ...).")
+    ] = False,
     output_format: Annotated[str, typer.Option("--format", help="same, png, jpg or webp.")] = "same",
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG / WebP quality.")] = 95,
     io_workers: Annotated[int, typer.Option(min=1, help="Threads decoding and encoding pages.")] = 2,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")
+    ] = False,
 ) -> None:
     """Colorize greyscale pages or line art; the result keeps each page's full resolution."""
     from mangacolor.inference import FolderOptions, Translator, default_model_path, run_folder

@@ -17,7 +17,8 @@ from mangacolor.models import list_models
 @guarded
 def models(
     inspect: Annotated[
-        Path | None, typer.Argument(help="A .safetensors checkpoint to describe (omit to list architectures).")
+        Path | None,
+        typer.Argument(help="A .safetensors checkpoint to describe (omit to list architectures)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
@@ -38,7 +39,11 @@ def models(
         return
     specs = list_models()
     if as_json:
-        typer.echo(json.dumps([{"name": s.name, "task": s.task, "description": s.description} for s in specs], indent=2))
+        typer.echo(
+            json.dumps(
+                [{"name": s.name, "task": s.task, "description": s.description} for s in specs], indent=2
+            )
+        )
         return
     table = Table(title="registered architectures")
     table.add_column("name")

@@ -20,7 +20,9 @@ def train_color(
     data: Annotated[Path, typer.Argument(help="Folder of colour images (searched recursively).")],
     run_dir: Annotated[Path, typer.Argument(help="Run folder: checkpoints, metrics.jsonl, samples/.")],
     arch: Annotated[str, typer.Option(help=f"Generator architecture: {', '.join(_arch_names())}.")] = "unet",
-    width: Annotated[int | None, typer.Option(help="Generator base width (channels of the first layer).")] = None,
+    width: Annotated[
+        int | None, typer.Option(help="Generator base width (channels of the first layer).")
+    ] = None,
     depth: Annotated[int | None, typer.Option(help="U-Net depth (stride-2 levels).")] = None,
     d_width: Annotated[int | None, typer.Option(help="Discriminator base width.")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimisation steps.")] = 1000,
@@ -42,7 +44,7 @@ def train_color(
     log_every: Annotated[int, typer.Option(min=1, help="Steps between metrics lines.")] = 50,
     half: Annotated[bool, typer.Option(help="Store the final checkpoint in float16.")] = False,
 ) -> None:
-    """Train a colorizer (pix2pix: L1 + adversarial) on colour images; greyscale inputs are made on the fly."""
+    """Train a colorizer (pix2pix: L1 + adversarial); greyscale inputs are made on the fly."""
     from mangacolor.training.colorizer import ColorTrainConfig, train_colorizer
 
     model_overrides = {k: v for k, v in {"base_width": width, "depth": depth}.items() if v is not None}

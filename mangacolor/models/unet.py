@@ -49,7 +49,10 @@ def _down(cin: int, cout: int, norm: str, outermost: bool, innermost: bool) -> n
 
 
 def _up(cin: int, cout: int, norm: str, outermost: bool, dropout: float) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.ReLU(inplace=False), nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=outermost or norm != "batch")]
+    layers: list[nn.Module] = [
+        nn.ReLU(inplace=False),
+        nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=outermost or norm != "batch"),
+    ]
     if outermost:
         layers.append(nn.Tanh())
     else:

@@ -156,7 +156,9 @@ def _infinite(loader: DataLoader):
 
 
 @torch.no_grad()
-def validation_l1(generator: nn.Module, loader: DataLoader, device: torch.device, max_batches: int = 8) -> float:
+def validation_l1(
+    generator: nn.Module, loader: DataLoader, device: torch.device, max_batches: int = 8
+) -> float:
     """Mean L1 of the generator's first colouring on up to ``max_batches`` validation batches."""
     was_training = generator.training
     generator.eval()

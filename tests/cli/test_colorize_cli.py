@@ -36,7 +36,9 @@ def test_colorize_writes_paths_on_stdout_and_resumes(pages, tmp_path, toy_checkp
 
 def test_colorize_failure_exit_code_and_summary(pages, tmp_path, toy_checkpoint):
     (pages / "[ch1]_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    result = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "o"), "-m", str(toy_checkpoint), "--json"])
+    result = runner.invoke(
+        app, ["colorize", str(pages), str(tmp_path / "o"), "-m", str(toy_checkpoint), "--json"]
+    )
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
     assert summary["done"] == 2 and summary["failed"] == 1
@@ -63,7 +65,9 @@ def test_colorize_options(pages, tmp_path, toy_checkpoint):
 
 
 def test_colorize_missing_input(tmp_path, toy_checkpoint):
-    result = runner.invoke(app, ["colorize", str(tmp_path / "nope"), str(tmp_path / "o"), "-m", str(toy_checkpoint)])
+    result = runner.invoke(
+        app, ["colorize", str(tmp_path / "nope"), str(tmp_path / "o"), "-m", str(toy_checkpoint)]
+    )
     assert result.exit_code == 2 and "no such file" in result.stderr
 
 
@@ -80,7 +84,18 @@ def test_models_lists_and_inspects(toy_checkpoint):
 def test_train_color_then_colorize(color_folder, tmp_path):
     run = tmp_path / "run"
     args = ["train-color", str(color_folder), str(run), "--width", "4", "--depth", "3", "--d-width", "4"]
-    args += ["--steps", "4", "--batch-size", "2", "--crop-size", "32", "--log-every", "2", "--sample-every", "2"]
+    args += [
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--crop-size",
+        "32",
+        "--log-every",
+        "2",
+        "--sample-every",
+        "2",
+    ]
     result = runner.invoke(app, [*args, "--val-fraction", "0.25", "--seed", "1"])
     assert result.exit_code == 0, result.output
     ckpt = run / "model.safetensors"
@@ -98,7 +113,9 @@ def test_train_color_then_colorize(color_folder, tmp_path):
 
 
 def test_train_color_rejects_bad_crop_and_empty_folder(color_folder, tmp_path):
-    result = runner.invoke(app, ["train-color", str(color_folder), str(tmp_path / "r"), "--depth", "3", "--crop-size", "30"])
+    result = runner.invoke(
+        app, ["train-color", str(color_folder), str(tmp_path / "r"), "--depth", "3", "--crop-size", "30"]
+    )
     assert result.exit_code == 2 and "multiple of 8" in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()

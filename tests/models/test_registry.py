@@ -1,4 +1,4 @@
-"""Every registered architecture: builds at toy width, forward shape, finite output, save -> load identical."""
+"""Every registered architecture at toy width: forward shape, finite output, save -> load identical."""
 
 from __future__ import annotations
 
