@@ -1,8 +1,17 @@
-"""Training datasets.
+"""Training data: where (input, target) pairs come from, and how each training item is cut.
 
-:class:`ColorFolderDataset` serves a folder of colour images as (input, target) pairs for the
-colorizer, making the input on the fly as the greyscale (ITU-R BT.601 luma) of each random crop,
-the pix2pix recipe for unpaired colour art.
+Sources (each yields a greyscale input, or ``None`` when the input is made from the target, and
+an RGB target):
+
+* :class:`ColorFolderSource` — a folder of colour images; inputs are made on the fly as the luma
+  of each crop (pix2pix's recipe), line art (any ``prepare lines`` method) or a random mix;
+* :class:`PairedFolderSource` — two folders matched by file name stem, e.g. synthetic scans made by
+  ``mangacolor scan`` or lines made by ``prepare lines`` beside the colour originals;
+* :class:`AlignedSource` — pix2pix's side-by-side A|B images (``prepare hconcat``).
+
+:class:`ColorizationDataset` cuts one item per key ``(epoch, index)``, drawing every random choice
+from a generator seeded by ``(seed, epoch, index)``, so the data of a step never depends on the
+number of loader workers or ranks, or on whether the run was resumed.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -23,7 +33,9 @@ from mangacolor.imageio import list_images, read_image, to_tensor
 log = logging.getLogger(__name__)
 
 AUTO_CACHE_MAX_FILES = 5000
-"""Folders up to this many files are decoded once and kept in memory by default."""
+"""Sources up to this many files are decoded once and kept in memory by default."""
+
+INPUT_KINDS = ("luma", "lines", "mix")
 
 
 def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
@@ -37,97 +49,14 @@ def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
 
 
 def ensure_min_side(image: np.ndarray, min_side: int) -> np.ndarray:
-    """Pad ``uint8`` (H, W, C) with white so that both sides are at least ``min_side``."""
+    """Pad ``uint8`` (H, W[, C]) with white so that both sides are at least ``min_side``."""
     h, w = image.shape[:2]
     if h >= min_side and w >= min_side:
         return image
-    top = max(0, min_side - h) // 2
-    left = max(0, min_side - w) // 2
-    bottom = max(0, min_side - h) - top
-    right = max(0, min_side - w) - left
-    return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(255, 255, 255))
-
-
-class ColorFolderDataset(Dataset):
-    """Colour images under a folder as (luma input, RGB target) training pairs.
-
-    Each item is a random ``crop_size`` crop (after resizing the image so its long side is
-    ``load_size``, and padding with white if it is then smaller than the crop), randomly flipped.
-
-    Args:
-        root: folder of colour images (searched recursively).
-        crop_size: side of the square training crops.
-        load_size: long side images are resized to before cropping (``None``: keep their size).
-        flip: random horizontal flips.
-        cache: decode every image once and keep it in memory (``None``: only for small folders).
-        files: explicit file list (overrides the folder walk; used for train/validation splits).
-
-    Items are ``(input, target)``: float (1, S, S) and (3, S, S) in [-1, 1].
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        crop_size: int = 256,
-        load_size: int | None = None,
-        flip: bool = True,
-        cache: bool | None = None,
-        files: list[Path] | None = None,
-    ) -> None:
-        self.root = Path(root)
-        self.files = list(files) if files is not None else list(list_images(self.root))
-        if not self.files:
-            raise MangacolorError(f"{self.root}: no images found (.png, .jpg, .webp, .bmp, .tif)")
-        self.crop_size = crop_size
-        self.load_size = load_size
-        self.flip = flip
-        self.failures: list[str] = []
-        self._cache: list[np.ndarray] | None = None
-        if cache is None:
-            cache = len(self.files) <= AUTO_CACHE_MAX_FILES
-        if cache:
-            images, kept = [], []
-            for path in self.files:
-                try:
-                    images.append(self._decode(path))
-                    kept.append(path)
-                except ImageReadError as exc:
-                    self.failures.append(str(exc))
-            if not images:
-                raise MangacolorError(f"{self.root}: none of the {len(self.files)} images could be read")
-            self.files, self._cache = kept, images
-
-    def _decode(self, path: Path) -> np.ndarray:
-        image = read_image(path, mode="RGB")
-        if self.load_size:
-            image = resize_long_side(image, self.load_size)
-        return ensure_min_side(image, self.crop_size)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def _image(self, index: int) -> np.ndarray:
-        if self._cache is not None:
-            return self._cache[index]
-        for attempt in range(len(self.files)):  # an unreadable file is logged and replaced
-            path = self.files[(index + attempt) % len(self.files)]
-            try:
-                return self._decode(path)
-            except ImageReadError as exc:
-                log.warning("skipping unreadable training image: %s", exc)
-        raise MangacolorError(f"{self.root}: no readable images")
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self._image(index)
-        h, w = image.shape[:2]
-        s = self.crop_size
-        top = int(torch.randint(0, h - s + 1, ()).item())
-        left = int(torch.randint(0, w - s + 1, ()).item())
-        crop = image[top : top + s, left : left + s]
-        if self.flip and torch.rand(()).item() < 0.5:
-            crop = crop[:, ::-1]
-        crop = np.ascontiguousarray(crop)
-        return to_tensor(luma(crop))[0], to_tensor(crop)[0]  # (1, S, S), (3, S, S)
+    top, left = max(0, min_side - h) // 2, max(0, min_side - w) // 2
+    bottom, right = max(0, min_side - h) - top, max(0, min_side - w) - left
+    white = (255,) * (image.shape[2] if image.ndim == 3 else 1)
+    return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=white)
 
 
 def split_files(files: list[Path], val_fraction: float, seed_key: str = "") -> tuple[list[Path], list[Path]]:
@@ -144,3 +73,237 @@ def split_files(files: list[Path], val_fraction: float, seed_key: str = "") -> t
     if val_fraction > 0 and not val and len(train) > 1:
         val.append(train.pop(math.floor(len(train) / 2)))
     return train, val
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+class PairSource(Protocol):
+    """Indexable (input, target) images at full size."""
+
+    def __len__(self) -> int: ...
+
+    def key(self, index: int) -> Path:
+        """The file that names item ``index`` (for splits and messages)."""
+
+    def load(self, index: int) -> tuple[np.ndarray | None, np.ndarray]:
+        """``uint8`` (H, W) input or ``None``, and ``uint8`` (H, W, 3) target.
+
+        Raises:
+            ImageReadError: a file could not be read.
+        """
+
+
+class ColorFolderSource:
+    """Colour images under a folder; the input is made from each target."""
+
+    def __init__(self, root: str | Path, files: list[Path] | None = None) -> None:
+        self.root = Path(root)
+        self.files = list(files) if files is not None else list(list_images(self.root))
+        if not self.files:
+            raise MangacolorError(f"{self.root}: no images found (.png, .jpg, .webp, .bmp, .tif)")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def key(self, index: int) -> Path:
+        return self.files[index]
+
+    def subset(self, files: list[Path]) -> ColorFolderSource:
+        """The same source over some of its files."""
+        return ColorFolderSource(self.root, files)
+
+    def load(self, index: int) -> tuple[None, np.ndarray]:
+        return None, read_image(self.files[index], mode="RGB")
+
+
+def _stem_key(path: Path, root: Path) -> str:
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+class PairedFolderSource:
+    """Greyscale inputs and colour targets in two folders, matched by relative path without ending."""
+
+    def __init__(self, input_root: str | Path, color_root: str | Path, pairs: list[tuple[Path, Path]] | None = None):
+        self.input_root, self.color_root = Path(input_root), Path(color_root)
+        if pairs is None:
+            inputs = {_stem_key(p, self.input_root): p for p in list_images(self.input_root)}
+            pairs = []
+            for target in list_images(self.color_root):
+                match = inputs.get(_stem_key(target, self.color_root))
+                if match is not None:
+                    pairs.append((match, target))
+            if not pairs:
+                raise MangacolorError(
+                    f"{self.input_root} and {self.color_root}: no file names in common (pairs match by name stem)"
+                )
+            unmatched = len(inputs) - len(pairs)
+            if unmatched:
+                log.warning("%d input image(s) in %s have no colour partner", unmatched, self.input_root)
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def key(self, index: int) -> Path:
+        return self.pairs[index][1]
+
+    def subset(self, files: list[Path]) -> PairedFolderSource:
+        keep = set(files)
+        return PairedFolderSource(self.input_root, self.color_root, [p for p in self.pairs if p[1] in keep])
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.pairs[index]
+        x, y = read_image(a, mode="L"), read_image(b, mode="RGB")
+        if x.shape[:2] != y.shape[:2]:
+            x = cv2.resize(x, (y.shape[1], y.shape[0]), interpolation=cv2.INTER_AREA)
+        return x, y
+
+
+class AlignedSource(ColorFolderSource):
+    """pix2pix's side-by-side A|B images: A (left) is the input, B (right) the colour target."""
+
+    def subset(self, files: list[Path]) -> AlignedSource:
+        return AlignedSource(self.root, files)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        from mangacolor.prepare.aligned import split_ab
+
+        a, b = split_ab(read_image(self.files[index], mode="RGB"))
+        return luma(a), b
+
+
+def make_source(data: str | Path, input_dir: str | Path | None = None, aligned: bool = False) -> PairSource:
+    """Pick the source for ``train-color``'s DATA (+ ``--input-dir`` / ``--aligned``)."""
+    if aligned and input_dir is not None:
+        raise MangacolorError("--aligned and --input-dir exclude each other")
+    if aligned:
+        return AlignedSource(data)
+    if input_dir is not None:
+        return PairedFolderSource(input_dir, data)
+    return ColorFolderSource(data)
+
+
+# ----------------------------------------------------------------------------- items
+
+
+def make_lines(rgb: np.ndarray, method: str) -> np.ndarray:
+    """Line art (dark lines on white, ``uint8`` (H, W)) from a colour crop, by a ``prepare lines`` method."""
+    from mangacolor.prepare.lines import extract_lines
+
+    return extract_lines(rgb, method=method)
+
+
+class ColorizationDataset(Dataset):
+    """Training items for a colorizer.
+
+    Args:
+        source: where images come from.
+        size: side of the square crops.
+        seed: seeds every item's random choices with (seed, epoch, index).
+        load_size: long side images are resized to before cropping (``None``: as stored).
+        input_kind: for sources without inputs: ``luma``, ``lines`` or ``mix`` (half each).
+        lines_method: ``prepare lines`` method for line inputs.
+        flip: random horizontal flips.
+        reference: also return a reference image (the target, spatially augmented so its pixels
+            cannot be copied: random resized crop, flip and rotation; colours untouched).
+        cache: keep decoded images in memory (``None``: for sources up to 5000 files).
+
+    Items are dicts with ``x`` float (1, S, S), ``y`` float (3, S, S) (and ``ref`` (3, S, S)),
+    all in [-1, 1].
+    """
+
+    def __init__(
+        self,
+        source: PairSource,
+        size: int,
+        seed: int = 0,
+        load_size: int | None = None,
+        input_kind: str = "luma",
+        lines_method: str = "sketch",
+        flip: bool = True,
+        reference: bool = False,
+        cache: bool | None = None,
+    ) -> None:
+        if input_kind not in INPUT_KINDS:
+            raise MangacolorError(f"--input must be one of {INPUT_KINDS}. Got {input_kind!r}")
+        self.source, self.size, self.seed = source, size, seed
+        self.load_size, self.input_kind, self.lines_method = load_size, input_kind, lines_method
+        self.flip, self.reference = flip, reference
+        self.failures: list[str] = []
+        self._cache: list[tuple[np.ndarray | None, np.ndarray]] | None = None
+        if cache is None:
+            cache = len(source) <= AUTO_CACHE_MAX_FILES
+        if cache:
+            self._cache = []
+            keep = []
+            for i in range(len(source)):
+                try:
+                    self._cache.append(self._decode(i))
+                    keep.append(i)
+                except ImageReadError as exc:
+                    self.failures.append(str(exc))
+            if not self._cache:
+                raise MangacolorError(f"none of the {len(source)} training images could be read")
+            for failure in self.failures:
+                log.warning("skipped unreadable training image: %s", failure)
+
+    def _decode(self, index: int) -> tuple[np.ndarray | None, np.ndarray]:
+        x, y = self.source.load(index)
+        if self.load_size:
+            y = resize_long_side(y, self.load_size)
+            x = None if x is None else cv2.resize(x, (y.shape[1], y.shape[0]), interpolation=cv2.INTER_AREA)
+        return x, y
+
+    def __len__(self) -> int:
+        return len(self._cache) if self._cache is not None else len(self.source)
+
+    def _pair(self, index: int) -> tuple[np.ndarray | None, np.ndarray]:
+        if self._cache is not None:
+            return self._cache[index]
+        n = len(self.source)
+        for attempt in range(n):  # an unreadable file is logged and replaced by the next one
+            try:
+                return self._decode((index + attempt) % n)
+            except ImageReadError as exc:
+                log.warning("skipping unreadable training image: %s", exc)
+        raise MangacolorError("no readable training images")
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
+        from mangacolor.training.loop import item_rng
+
+        rng = item_rng(self.seed, key)
+        index = key[1] if isinstance(key, tuple) else key
+        x, y = self._pair(index)
+        s = self.size
+        y_full = ensure_min_side(y, s)
+        x_full = None if x is None else ensure_min_side(x, s)
+        h, w = y_full.shape[:2]
+        top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        y_crop = y_full[top : top + s, left : left + s]
+        x_crop = None if x_full is None else x_full[top : top + s, left : left + s]
+        if self.flip and rng.random() < 0.5:
+            y_crop = y_crop[:, ::-1]
+            x_crop = None if x_crop is None else x_crop[:, ::-1]
+        y_crop = np.ascontiguousarray(y_crop)
+        if x_crop is None:
+            kind = self.input_kind
+            if kind == "mix":
+                kind = "lines" if rng.random() < 0.5 else "luma"
+            x_crop = make_lines(y_crop, self.lines_method) if kind == "lines" else luma(y_crop)
+        item = {"x": to_tensor(np.ascontiguousarray(x_crop))[0], "y": to_tensor(y_crop)[0]}  # (1, S, S), (3, S, S)
+        if self.reference:
+            item["ref"] = to_tensor(self._reference(y, rng))[0]  # (3, S, S)
+        return item
+
+    def _reference(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A spatially scrambled view of the whole target: random resized crop, flip, 90-degree turns."""
+        h, w = image.shape[:2]
+        frac = float(rng.uniform(0.5, 1.0))
+        ch, cw = max(1, int(h * frac)), max(1, int(w * frac))
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        ref = image[top : top + ch, left : left + cw]
+        if rng.random() < 0.5:
+            ref = ref[::-1]
+        ref = np.rot90(ref, int(rng.integers(0, 4)))
+        return cv2.resize(np.ascontiguousarray(ref), (self.size, self.size), interpolation=cv2.INTER_AREA)

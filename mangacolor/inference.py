@@ -33,7 +33,7 @@ from mangacolor.color import is_color, luma, merge_luminance
 from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError
 from mangacolor.imageio import atomic_write_bytes, encode_image, list_images, read_image, to_tensor, to_uint8
 from mangacolor.report import BatchReport, FileResult
-from mangacolor.training.colorizer import resolve_device
+from mangacolor.training.loop import resolve_device
 
 MERGE_MODES = ("luma", "none")
 DEFAULT_SIZE = 512

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -49,8 +50,13 @@ def guarded(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def is_main_process() -> bool:
+    """False on the non-zero ranks of a ``torchrun`` job (they stay quiet)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def make_progress() -> Progress:
-    """A Rich progress bar on stderr (hidden when stderr is not a terminal)."""
+    """A Rich progress bar on stderr (only on rank 0 of a ``torchrun`` job)."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -60,6 +66,7 @@ def make_progress() -> Progress:
         TextColumn("{task.fields[status]}"),
         console=console,
         transient=False,
+        disable=not is_main_process(),
     )
 
 

@@ -1,87 +1,151 @@
-"""``mangacolor train-color``: train a colorizer on a folder of colour images."""
+"""``mangacolor train-color``: train a colorizer on colour images (or paired / A|B data)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mangacolor.cli._common import console, guarded, make_progress
+from mangacolor.cli._common import console, guarded, is_main_process, make_progress
+from mangacolor.errors import MangacolorError
 from mangacolor.models import list_models
 
 
-def _arch_names() -> list[str]:
-    return [s.name for s in list_models("colorize")]
+def _names(task: str) -> str:
+    return ", ".join(s.name for s in list_models(task))
 
 
 @guarded
 def train_color(
-    data: Annotated[Path, typer.Argument(help="Folder of colour images (searched recursively).")],
-    run_dir: Annotated[Path, typer.Argument(help="Run folder: checkpoints, metrics.jsonl, samples/.")],
-    arch: Annotated[str, typer.Option(help=f"Generator architecture: {', '.join(_arch_names())}.")] = "unet",
-    width: Annotated[
-        int | None, typer.Option(help="Generator base width (channels of the first layer).")
+    data: Annotated[Path | None, typer.Argument(help="Folder of colour images (or A|B images with --aligned).")] = None,
+    run_dir: Annotated[Path | None, typer.Argument(help="Run folder: checkpoints, metrics.jsonl, samples/.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this folder (its config.json is reused).")
     ] = None,
+    arch: Annotated[str, typer.Option(help=f"Generator: {_names('colorize')}.")] = "unet",
+    width: Annotated[int | None, typer.Option(help="Generator base width (channels of the first layer).")] = None,
     depth: Annotated[int | None, typer.Option(help="U-Net depth (stride-2 levels).")] = None,
-    d_width: Annotated[int | None, typer.Option(help="Discriminator base width.")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps.")] = 1000,
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
-    crop_size: Annotated[int, typer.Option(min=8, help="Training crop side in pixels.")] = 256,
-    load_size: Annotated[
-        int | None, typer.Option(help="Resize images so their long side is this before cropping.")
+    model_config: Annotated[
+        str | None, typer.Option(help='Other generator config fields as JSON, e.g. \'{"num_outputs": 4}\'.')
     ] = None,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-4,
+    disc: Annotated[str, typer.Option(help=f"Discriminator: {_names('discriminator')}.")] = "patchgan",
+    d_width: Annotated[int | None, typer.Option(help="Discriminator base width.")] = None,
+    input_kind: Annotated[
+        str, typer.Option("--input", help="Inputs made from colour images: luma, lines or mix.")
+    ] = "luma",
+    lines_method: Annotated[str, typer.Option(help="Line method for --input lines/mix: blur, sketch, xdog.")] = "sketch",
+    input_dir: Annotated[
+        Path | None, typer.Option(help="Folder of greyscale inputs paired by name with DATA (e.g. scans).")
+    ] = None,
+    aligned: Annotated[bool, typer.Option(help="DATA holds side-by-side A|B images.")] = False,
+    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps (per stage).")] = 1000,
+    stages: Annotated[
+        str | None, typer.Option(help="Progressive training sizes, e.g. 64,128,256 (--steps each).")
+    ] = None,
+    crop_size: Annotated[int, typer.Option(min=8, help="Training crop side without --stages.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step (per process).")] = 16,
+    load_size: Annotated[int | None, typer.Option(help="Resize images to this long side before cropping.")] = None,
+    lr_g: Annotated[float, typer.Option(help="Generator learning rate.")] = 1e-4,
+    lr_d: Annotated[float, typer.Option(help="Discriminator learning rate (two-timescale rule).")] = 4e-4,
+    decay_start: Annotated[float, typer.Option(help="Linear decay to zero starts at this fraction.")] = 0.5,
     l1_weight: Annotated[float, typer.Option(help="Weight of the L1 term (pix2pix: 100).")] = 100.0,
-    gan_weight: Annotated[float, typer.Option(help="Weight of the adversarial term (0: L1 only).")] = 1.0,
-    gan_loss: Annotated[str, typer.Option(help="bce, lsgan or hinge.")] = "bce",
+    gan_weight: Annotated[float, typer.Option(help="Weight of the adversarial term (0: no GAN).")] = 1.0,
+    gan_loss: Annotated[str, typer.Option(help="bce, lsgan, hinge or wgan-gp.")] = "bce",
+    feature_matching: Annotated[float, typer.Option(help="pix2pixHD feature matching weight.")] = 0.0,
+    perceptual: Annotated[float, typer.Option(help="VGG16 perceptual loss weight.")] = 0.0,
+    vgg_weights: Annotated[Path | None, typer.Option(help="VGG16 weights (torchvision .pth or .safetensors).")] = None,
+    anime_weights: Annotated[Path | None, typer.Option(help="Danbooru ResNet50 weights for the anime loss.")] = None,
+    encoder_weights: Annotated[Path | None, typer.Option(help="Pretrained ResNet50 encoder weights.")] = None,
+    freeze_encoder: Annotated[bool, typer.Option(help="Train the decoder only.")] = False,
+    pretrain_steps: Annotated[int, typer.Option(min=0, help="Generator-only steps before the GAN (NoGAN).")] = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of files held out for validation L1.")] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast (default: on CUDA).")] = None,
+    channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile the networks.")] = False,
     sample_every: Annotated[int, typer.Option(min=0, help="Steps between sample grids (0: end only).")] = 500,
-    save_every: Annotated[int, typer.Option(min=0, help="Steps between checkpoints.")] = 1000,
+    save_every: Annotated[int, typer.Option(min=0, help="Steps between checkpoints and resume state.")] = 1000,
     log_every: Annotated[int, typer.Option(min=1, help="Steps between metrics lines.")] = 50,
-    half: Annotated[bool, typer.Option(help="Store the final checkpoint in float16.")] = False,
+    half: Annotated[bool, typer.Option(help="Store checkpoints in float16.")] = False,
 ) -> None:
-    """Train a colorizer (pix2pix: L1 + adversarial); greyscale inputs are made on the fly."""
+    """Train a colorizer (pix2pix family: L1 + adversarial + optional perceptual losses)."""
     from mangacolor.training.colorizer import ColorTrainConfig, train_colorizer
 
-    model_overrides = {k: v for k, v in {"base_width": width, "depth": depth}.items() if v is not None}
-    disc_overrides = {"base_width": d_width} if d_width is not None else {}
-    config = ColorTrainConfig(
-        data=str(data),
-        run_dir=str(run_dir),
-        arch=arch,
-        model=model_overrides,
-        discriminator=disc_overrides,
-        steps=steps,
-        batch_size=batch_size,
-        crop_size=crop_size,
-        load_size=load_size,
-        lr=lr,
-        l1_weight=l1_weight,
-        gan_weight=gan_weight,
-        gan_loss=gan_loss,
-        val_fraction=val_fraction,
-        seed=seed,
-        device=device,
-        num_workers=workers,
-        sample_every=sample_every,
-        save_every=save_every,
-        log_every=log_every,
-        half_checkpoint=half,
-    )
+    if resume is not None:
+        config_path = resume / "config.json"
+        if not config_path.exists():
+            raise MangacolorError(f"{config_path}: not found; is {resume} a train-color run folder?")
+        stored = json.loads(config_path.read_text())
+        known = {f.name for f in fields(ColorTrainConfig)}
+        config = ColorTrainConfig(**{k: v for k, v in stored.items() if k in known})
+        config.betas = tuple(config.betas)
+        total = config.steps * len(config.stages or [config.crop_size])
+    else:
+        if data is None or run_dir is None:
+            raise MangacolorError("give DATA and RUN_DIR, or --resume RUN_DIR")
+        overrides = json.loads(model_config) if model_config else {}
+        overrides.update({k: v for k, v in {"base_width": width, "depth": depth}.items() if v is not None})
+        config = ColorTrainConfig(
+            data=str(data),
+            run_dir=str(run_dir),
+            input_dir=str(input_dir) if input_dir else None,
+            aligned=aligned,
+            input_kind=input_kind,
+            lines_method=lines_method,
+            arch=arch,
+            model=overrides,
+            discriminator_arch=disc,
+            discriminator={"base_width": d_width} if d_width is not None else {},
+            steps=steps,
+            stages=[int(s) for s in stages.split(",")] if stages else None,
+            crop_size=crop_size,
+            batch_size=batch_size,
+            load_size=load_size,
+            lr_g=lr_g,
+            lr_d=lr_d,
+            decay_start=decay_start,
+            l1_weight=l1_weight,
+            gan_weight=gan_weight,
+            gan_loss=gan_loss,
+            feature_matching_weight=feature_matching,
+            perceptual_weight=perceptual,
+            vgg_weights=str(vgg_weights) if vgg_weights else None,
+            anime_weights=str(anime_weights) if anime_weights else None,
+            encoder_weights=str(encoder_weights) if encoder_weights else None,
+            freeze_encoder=freeze_encoder,
+            pretrain_steps=pretrain_steps,
+            val_fraction=val_fraction,
+            seed=seed,
+            device=device,
+            num_workers=workers,
+            amp=amp,
+            channels_last=channels_last,
+            compile=compile,
+            sample_every=sample_every,
+            save_every=save_every,
+            log_every=log_every,
+            half_checkpoint=half,
+        )
+        total = steps * (len(config.stages) if config.stages else 1)
     with make_progress() as progress:
-        task = progress.add_task("train-color", total=steps, status="")
+        task = progress.add_task("train-color", total=total, status="")
 
-        def on_step(step: int, losses: dict[str, float]) -> None:
-            status = " ".join(f"{k.removeprefix('loss_')}={v:.3f}" for k, v in losses.items())
-            progress.update(task, completed=step, status=status)
+        def on_step(step: int, total_steps: int, scalars: dict[str, float] | None) -> None:
+            status = None
+            if scalars:
+                shown = {k: v for k, v in scalars.items() if k.startswith("loss") or k in ("val_l1", "images_per_s")}
+                status = " ".join(f"{k.removeprefix('loss_')}={v:.3g}" for k, v in shown.items())
+            progress.update(task, completed=step, **({"status": status} if status else {}))
 
-        path = train_colorizer(config, on_step=on_step)
-    console.print(f"checkpoint written: {path}")
-    typer.echo(str(path))
+        path = train_colorizer(config, resume=resume is not None, on_step=on_step)
+    if is_main_process():
+        console.print(f"checkpoint written: {path}")
+        typer.echo(str(path))
 
 
 def register(app: typer.Typer) -> None:

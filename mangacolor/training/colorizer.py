@@ -1,18 +1,21 @@
-"""Colorizer trainer: pix2pix (Isola et al. 2017), a conditional GAN with an L1 reconstruction term.
+"""Colorizer trainer: pix2pix (Isola et al. 2017) grown into the trainer the seed designs need.
 
-Generator G maps greyscale x to colour G(x); the PatchGAN D judges (x, y) pairs. Losses:
+Generator G maps a greyscale page or line drawing x to colour G(x); a PatchGAN D (or pix2pixHD's
+multi-scale D) judges (x, y) pairs:
 
-    L_D = GAN(D(x, y), real) + GAN(D(x, G(x)), fake)            (halved, as in pix2pix)
-    L_G = GAN(D(x, G(x)), real) + lambda_L1 * |G(x) - y|_1      (lambda_L1 = 100)
+    L_D = GAN(D(x, y), real) + GAN(D(x, G(x)), fake)                  (halved, as in pix2pix)
+    L_G = lambda_adv GAN(D(x, G(x)), real) + lambda_L1 |G(x) - y|_1
+          + lambda_VGG Perceptual(G(x), y) + lambda_FM FeatureMatching
 
-Adam, lr 2e-4, betas (0.5, 0.999). Inputs are made on the fly as the luma of each colour crop.
+with the two-timescale update rule (separate learning rates for G and D, Heusel et al. 2017),
+optional NoGAN-style generator pre-training (the first ``pretrain_steps`` train G on its
+reconstruction losses only), progressive sizes, WGAN-GP, and the per-architecture extras:
+the SGRU's loss over its k colourings and the reference U-Net's guide decoders.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,17 +24,26 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from mangacolor import checkpoint
-from mangacolor.data import ColorFolderDataset, split_files
+from mangacolor.data import ColorizationDataset, make_source, split_files
 from mangacolor.errors import MangacolorError
-from mangacolor.imageio import list_images
 from mangacolor.losses import GANLoss
 from mangacolor.models import build_config, create_model, get_spec
+from mangacolor.training.loop import (
+    DistContext,
+    LoopConfig,
+    parse_stages,
+    resolve_device,
+    run_training,
+    setup_distributed,
+    teardown_distributed,
+)
 from mangacolor.training.rundir import RunDir
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ColorTrainConfig", "ColorizerTask", "resolve_device", "train_colorizer"]
 
 
 @dataclass
@@ -39,249 +51,451 @@ class ColorTrainConfig:
     """Everything that defines a colorizer training run (stored as the run's ``config.json``).
 
     Attributes:
-        data: folder of colour images.
-        run_dir: output folder (checkpoints, metrics, samples).
+        data: folder of colour images (or of A|B images with ``aligned``).
+        run_dir: output folder (checkpoints, metrics, samples, resume state).
+        input_dir: folder of greyscale inputs paired by name with ``data`` (e.g. synthetic scans).
+        aligned: ``data`` holds pix2pix A|B images.
+        input_kind: inputs made from colour images: ``luma``, ``lines`` or ``mix``.
+        lines_method: ``prepare lines`` method for line inputs.
         arch: registered colorize architecture.
         model: overrides of the architecture's config (e.g. ``{"base_width": 32}``).
-        discriminator: overrides of the PatchGAN config.
-        steps: optimisation steps.
-        batch_size: images per step.
-        crop_size: training crop side; must be a multiple of the generator's size multiple.
+        discriminator_arch: registered discriminator.
+        discriminator: overrides of the discriminator's config.
+        steps: optimisation steps per stage.
+        stages: training crop sizes, one stage each (progressive training); ``None``: ``[crop_size]``.
+        crop_size: crop size when ``stages`` is not given.
+        batch_size: images per step (per process under torchrun).
         load_size: long side images are resized to before cropping (``None``: as stored).
-        lr: Adam learning rate (both networks).
+        lr_g: generator learning rate.
+        lr_d: discriminator learning rate (two-timescale update rule).
         betas: Adam betas.
+        decay_start: learning rates decay linearly to zero after this fraction of all steps.
         l1_weight: lambda_L1.
-        gan_weight: weight of the generator's adversarial term (0 trains with L1 only).
-        gan_loss: ``bce``, ``lsgan`` or ``hinge``.
-        val_fraction: share of files held out (by name hash) for validation L1.
-        seed: RNG seed.
+        gan_weight: lambda_adv (0 trains with reconstruction losses only).
+        gan_loss: ``bce``, ``lsgan``, ``hinge`` or ``wgan-gp``.
+        gp_weight: WGAN-GP gradient penalty weight.
+        feature_matching_weight: pix2pixHD feature matching (needs a multi-scale discriminator).
+        perceptual_weight: VGG16 perceptual loss weight (needs ``vgg_weights`` or torchvision's cache).
+        vgg_weights: VGG16 weights file (torchvision state dict or features-only .safetensors).
+        anime_weights: Danbooru ResNet50 file for the "anime" feature loss (0.9 VGG + 0.1 anime).
+        encoder_weights: pretrained encoder for the ResNet50 U-Net.
+        freeze_encoder: train the decoder only.
+        pretrain_steps: generator-only steps before adversarial training (NoGAN).
+        val_fraction: share of files held out (by name hash) for validation L1 and the best checkpoint.
+        seed: seeds initialisation, data order and augmentation.
         device: ``auto``, ``cpu``, ``cuda``.
         num_workers: DataLoader worker processes.
-        cache: keep decoded images in memory (``None``: for folders up to 5000 files).
-        log_every: steps between metric lines.
-        sample_every: steps between sample grids (0: never).
-        save_every: steps between checkpoints (0: only at the end).
-        half_checkpoint: store the final checkpoint in float16.
+        amp: bf16 autocast on CUDA (``None``: on when training on CUDA).
+        channels_last: channels-last memory format.
+        compile: ``torch.compile`` the generator and discriminator.
+        log_every, sample_every, save_every: intervals in steps.
+        half_checkpoint: store the shipped checkpoints in float16.
     """
 
     data: str
     run_dir: str
+    input_dir: str | None = None
+    aligned: bool = False
+    input_kind: str = "luma"
+    lines_method: str = "sketch"
     arch: str = "unet"
     model: dict[str, Any] = field(default_factory=dict)
+    discriminator_arch: str = "patchgan"
     discriminator: dict[str, Any] = field(default_factory=dict)
     steps: int = 1000
-    batch_size: int = 16
+    stages: list[int] | None = None
     crop_size: int = 256
+    batch_size: int = 16
     load_size: int | None = None
-    lr: float = 2e-4
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
     betas: tuple[float, float] = (0.5, 0.999)
+    decay_start: float = 0.5
     l1_weight: float = 100.0
     gan_weight: float = 1.0
     gan_loss: str = "bce"
+    gp_weight: float = 10.0
+    feature_matching_weight: float = 0.0
+    perceptual_weight: float = 0.0
+    vgg_weights: str | None = None
+    anime_weights: str | None = None
+    encoder_weights: str | None = None
+    freeze_encoder: bool = False
+    pretrain_steps: int = 0
     val_fraction: float = 0.0
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
-    cache: bool | None = None
+    amp: bool | None = None
+    channels_last: bool = False
+    compile: bool = False
     log_every: int = 50
     sample_every: int = 500
     save_every: int = 1000
     half_checkpoint: bool = False
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU.
+class _TrainForward(nn.Module):
+    """Routes ``forward`` to the generator's ``forward_train`` so DDP sees (and syncs) it."""
 
-    Raises:
-        MangacolorError: ``cuda`` was asked for but is not available.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MangacolorError("--device cuda was asked for but no CUDA device is available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise MangacolorError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if hasattr(self.generator, "forward_train"):
+            return self.generator.forward_train(x, reference)
+        return {"output": self.generator(x)}
 
 
-class Pix2PixStep:
-    """One pix2pix optimisation step: update D on (real, fake) pairs, then G on GAN + L1."""
+def _last(pred: Any) -> list[torch.Tensor]:
+    """Discriminator output(s): a tensor, or per-scale lists whose last element is the prediction."""
+    if isinstance(pred, torch.Tensor):
+        return [pred]
+    return [p[-1] if isinstance(p, (list, tuple)) else p for p in pred]
 
-    def __init__(
-        self,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        opt_g: torch.optim.Optimizer,
-        opt_d: torch.optim.Optimizer,
-        gan_loss: GANLoss,
-        l1_weight: float,
-        gan_weight: float,
-    ) -> None:
-        self.g, self.d = generator, discriminator
-        self.opt_g, self.opt_d = opt_g, opt_d
-        self.gan_loss = gan_loss
-        self.l1_weight = l1_weight
-        self.gan_weight = gan_weight
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        fake = self.g(x)[:, :3]  # (B, 3, H, W) first colouring
-        losses: dict[str, torch.Tensor] = {}
-        if self.gan_weight > 0:
-            self.d.requires_grad_(True)
+def _chunk2(pred: Any) -> tuple[Any, Any]:
+    """Split a discriminator output computed on cat([real, fake]) into the two halves."""
+    if isinstance(pred, torch.Tensor):
+        return pred.chunk(2)
+    real, fake = [], []
+    for item in pred:
+        if isinstance(item, (list, tuple)):
+            halves = [t.chunk(2) for t in item]
+            real.append([h[0] for h in halves])
+            fake.append([h[1] for h in halves])
+        else:
+            a, b = item.chunk(2)
+            real.append(a)
+            fake.append(b)
+    return real, fake
+
+
+class ColorizerTask:
+    """The colorizer as a :class:`~mangacolor.training.loop.TrainTask`."""
+
+    def __init__(self, config: ColorTrainConfig) -> None:
+        self.cfg = config
+        try:
+            spec = get_spec(config.arch)
+            d_spec = get_spec(config.discriminator_arch)
+        except KeyError as exc:
+            raise MangacolorError(str(exc.args[0])) from None
+        if spec.task != "colorize":
+            raise MangacolorError(f"{config.arch} is a {spec.task} architecture, not a colorizer")
+        if d_spec.task != "discriminator":
+            raise MangacolorError(f"{config.discriminator_arch} is not a discriminator")
+        if config.gan_loss not in ("bce", "lsgan", "hinge", "wgan-gp"):
+            raise MangacolorError(f"--gan-loss must be bce, lsgan, hinge or wgan-gp. Got {config.gan_loss!r}")
+        source = make_source(config.data, config.input_dir, config.aligned)
+        files = [source.key(i) for i in range(len(source))]
+        train_files, val_files = split_files(files, config.val_fraction)
+        self.train_source = source.subset(train_files) if val_files else source
+        self.val_source = source.subset(val_files) if val_files else None
+        self._last_batch: dict[str, torch.Tensor] | None = None
+        self._last_fake: torch.Tensor | None = None
+
+    # -- building ----------------------------------------------------------------------------------
+    def build(self, ctx: DistContext) -> None:
+        cfg = self.cfg
+        self.ctx = ctx
+        torch.manual_seed(cfg.seed)
+        try:
+            self.generator = create_model(cfg.arch, cfg.model)
+            in_ch = self.generator.config.in_channels + 3
+            d_overrides = dict(cfg.discriminator)
+            if cfg.gan_loss == "wgan-gp":
+                d_overrides.setdefault("norm", "none")  # batch norm breaks the per-sample gradient penalty
+            d_cfg = build_config(cfg.discriminator_arch, d_overrides)
+            self.discriminator = create_model(cfg.discriminator_arch, build_config(cfg.discriminator_arch, d_cfg, in_channels=in_ch))
+        except (TypeError, ValueError) as exc:
+            raise MangacolorError(str(exc)) from None
+        self.size_multiple = int(getattr(self.generator, "size_multiple", 1))
+        self.needs_reference = bool(getattr(self.generator, "needs_reference", False))
+        self.num_outputs = int(getattr(self.generator, "num_outputs", 1))
+        self._setup_encoder()
+        device = ctx.device
+        self.generator.to(device)
+        self.discriminator.to(device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        if cfg.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+        self.amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
+        g_train: nn.Module = _TrainForward(self.generator)
+        d_train: nn.Module = self.discriminator
+        if ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [device.index] if device.type == "cuda" else None
+            g_train = DDP(g_train, device_ids=ids, find_unused_parameters=cfg.freeze_encoder)
+            d_train = DDP(d_train, device_ids=ids)
+        if cfg.compile:
+            g_train = torch.compile(g_train)
+            d_train = torch.compile(d_train)
+        self.g_train, self.d_train = g_train, d_train
+        g_params = [p for p in self.generator.parameters() if p.requires_grad]
+        self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr_g, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        self.gan = GANLoss(cfg.gan_loss)
+        self.perceptual = self._perceptual() if cfg.perceptual_weight > 0 or self.num_outputs > 1 else None
+        if self.perceptual is not None:
+            self.perceptual.to(device)
+        self.feature_matching = None
+        if cfg.feature_matching_weight > 0:
+            from mangacolor.losses import FeatureMatchingLoss
+
+            self.feature_matching = FeatureMatchingLoss()
+
+    def _setup_encoder(self) -> None:
+        cfg = self.cfg
+        has_encoder = hasattr(self.generator, "encoder")
+        if cfg.encoder_weights and not has_encoder:
+            raise MangacolorError(f"--encoder-weights needs an encoder architecture; {cfg.arch} has none")
+        if not has_encoder:
+            return
+        from mangacolor.models import resnet_unet
+
+        if cfg.encoder_weights:
+            resnet_unet.load_encoder_weights(self.generator, cfg.encoder_weights)
+            log.info("encoder initialised from %s", cfg.encoder_weights)
+        elif self._is_main():
+            log.warning("no --encoder-weights given: the %s encoder trains from scratch", cfg.arch)
+        if cfg.freeze_encoder:
+            resnet_unet.freeze_encoder(self.generator)
+
+    def _is_main(self) -> bool:
+        return getattr(self, "ctx", None) is None or self.ctx.is_main
+
+    def _perceptual(self) -> nn.Module:
+        from mangacolor.losses import PerceptualLoss, load_vgg16_features
+
+        vgg = PerceptualLoss(load_vgg16_features(self.cfg.vgg_weights))
+        if self.cfg.anime_weights:
+            from mangacolor.losses import AnimeFeatureLoss, CombinedFeatureLoss
+
+            return CombinedFeatureLoss(vgg, AnimeFeatureLoss.from_file(self.cfg.anime_weights))
+        return vgg
+
+    # -- data ----------------------------------------------------------------------------------------
+    def _dataset(self, source: Any, size: int, flip: bool) -> ColorizationDataset:
+        cfg = self.cfg
+        if size % self.size_multiple:
+            raise MangacolorError(
+                f"training size {size} must be a multiple of {self.size_multiple} for {cfg.arch} with this config"
+            )
+        return ColorizationDataset(
+            source,
+            size,
+            seed=cfg.seed,
+            load_size=cfg.load_size,
+            input_kind=cfg.input_kind,
+            lines_method=cfg.lines_method,
+            flip=flip,
+            reference=self.needs_reference,
+        )
+
+    def make_dataset(self, size: int) -> ColorizationDataset:
+        self.size = size
+        self.val_set = self._dataset(self.val_source, size, flip=False) if self.val_source is not None else None
+        return self._dataset(self.train_source, size, flip=True)
+
+    # -- one step ------------------------------------------------------------------------------------
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            k: v.to(self.ctx.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            for k, v in batch.items()
+        }
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+
+    def reconstruction_loss(
+        self, out: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Non-adversarial generator loss for any architecture; returns (loss, parts to log)."""
+        cfg = self.cfg
+        fake_all = out["output"].float()  # (B, 3k, H, W)
+        parts: dict[str, torch.Tensor] = {}
+        if self.num_outputs > 1:
+            from mangacolor.losses import collection_loss
+
+            loss = collection_loss(fake_all, y, x, self.perceptual, l1_weight=1.0, feature_weight=1.0)
+            parts["loss_collection"] = loss.detach()
+            loss = cfg.l1_weight * loss
+        else:
+            l1 = F.l1_loss(fake_all, y)
+            parts["loss_g_l1"] = l1.detach()
+            loss = cfg.l1_weight * l1
+            if self.perceptual is not None and cfg.perceptual_weight > 0:
+                perc = self.perceptual(fake_all, y)
+                parts["loss_g_vgg"] = perc.detach()
+                loss = loss + cfg.perceptual_weight * perc
+        if "guide_gray" in out:
+            from mangacolor.losses import guide_loss
+
+            guides = guide_loss(out["guide_gray"].float(), out["guide_color"].float(), y)
+            parts["loss_guides"] = guides.detach()
+            loss = loss + cfg.l1_weight * guides
+        return loss, parts
+
+    def step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        b = self._to_device(batch)
+        x, y, ref = b["x"], b["y"], b.get("ref")
+        adversarial = cfg.gan_weight > 0 and step >= cfg.pretrain_steps
+        with self._autocast():
+            out = self.g_train(x, ref)
+        fake = out["output"][:, :3]  # (B, 3, H, W): the first colouring is what D judges
+        logs: dict[str, torch.Tensor] = {}
+        if adversarial:
+            self.discriminator.requires_grad_(True)
             self.opt_d.zero_grad(set_to_none=True)
-            d_real = self.d(torch.cat([x, y], 1))  # (B, 1, h, w)
-            d_fake = self.d(torch.cat([x, fake.detach()], 1))
-            loss_d = 0.5 * (self.gan_loss(d_real, True) + self.gan_loss(d_fake, False))
+            real_pair = torch.cat([x, y], 1)  # (B, 1 + 3, H, W)
+            fake_pair = torch.cat([x, fake.detach().to(x.dtype)], 1)
+            with self._autocast():
+                pred_real, pred_fake = _chunk2(self.d_train(torch.cat([real_pair, fake_pair], 0)))  # one pass
+            loss_d = self.gan(pred_real, True) + self.gan(pred_fake, False)
+            if cfg.gan_loss == "wgan-gp":
+                from mangacolor.losses import gradient_penalty
+
+                gp = gradient_penalty(self.discriminator, real_pair, fake_pair)
+                loss_d = loss_d + cfg.gp_weight * gp
+                logs["loss_d_gp"] = gp.detach()
+            else:
+                loss_d = 0.5 * loss_d
             loss_d.backward()
             self.opt_d.step()
-            losses["loss_d"] = loss_d.detach()
-            self.d.requires_grad_(False)
+            logs["loss_d"] = loss_d.detach()
+            self.discriminator.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
-        l1 = F.l1_loss(fake, y)
-        loss_g = self.l1_weight * l1
-        if self.gan_weight > 0:
-            g_adv = self.gan_loss(self.d(torch.cat([x, fake], 1)), True, for_discriminator=False)
-            loss_g = loss_g + self.gan_weight * g_adv
-            losses["loss_g_gan"] = g_adv.detach()
+        loss_g, parts = self.reconstruction_loss(out, x, y)
+        logs.update(parts)
+        if adversarial:
+            with self._autocast():
+                # D's weights are frozen here, so call it unwrapped: DDP must not expect their gradients
+                pred_fake = self.discriminator(torch.cat([x, fake], 1))
+            adv = self.gan(pred_fake, True, for_discriminator=False)
+            loss_g = loss_g + cfg.gan_weight * adv
+            logs["loss_g_gan"] = adv.detach()
+            if self.feature_matching is not None:
+                with torch.no_grad(), self._autocast():
+                    pred_real = self.discriminator(torch.cat([x, y], 1))
+                fm = self.feature_matching(pred_fake, pred_real)
+                loss_g = loss_g + cfg.feature_matching_weight * fm
+                logs["loss_g_fm"] = fm.detach()
         loss_g.backward()
         self.opt_g.step()
-        losses["loss_g_l1"] = l1.detach()
-        losses["_fake"] = fake.detach()
-        return losses
+        self._last_batch, self._last_fake = b, fake.detach()
+        return logs
 
+    # -- schedule, validation, samples, export -----------------------------------------------------
+    def set_lr_factor(self, factor: float) -> None:
+        for opt, base in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
 
-def _infinite(loader: DataLoader):
-    while True:
-        yield from loader
+    def current_lr(self) -> dict[str, float]:
+        return {"g": self.opt_g.param_groups[0]["lr"], "d": self.opt_d.param_groups[0]["lr"]}
 
+    @torch.no_grad()
+    def validate(self, max_batches: int = 8) -> dict[str, float]:
+        if self.val_set is None:
+            return {}
+        was_training = self.generator.training
+        self.generator.eval()
+        total, count = 0.0, 0
+        bs = self.cfg.batch_size
+        n = min(len(self.val_set), max_batches * bs)
+        for start in range(0, n, bs):
+            items = [self.val_set[(0, i)] for i in range(start, min(n, start + bs))]
+            batch = self._to_device({k: torch.stack([it[k] for it in items]) for k in items[0]})
+            with self._autocast():
+                pred = self.generator(batch["x"], batch["ref"]) if self.needs_reference else self.generator(batch["x"])
+            total += F.l1_loss(pred[:, :3].float(), batch["y"], reduction="sum").item()
+            count += batch["y"].numel()
+        self.generator.train(was_training)
+        return {"val_l1": total / max(count, 1)}
 
-@torch.no_grad()
-def validation_l1(
-    generator: nn.Module, loader: DataLoader, device: torch.device, max_batches: int = 8
-) -> float:
-    """Mean L1 of the generator's first colouring on up to ``max_batches`` validation batches."""
-    was_training = generator.training
-    generator.eval()
-    total, count = 0.0, 0
-    for i, (x, y) in enumerate(loader):
-        if i >= max_batches:
-            break
-        x, y = x.to(device), y.to(device)
-        total += F.l1_loss(generator(x)[:, :3], y, reduction="sum").item()
-        count += y.numel()
-    generator.train(was_training)
-    return total / max(count, 1)
+    def write_samples(self, run: RunDir, step: int) -> None:
+        if self._last_batch is None:
+            return
+        b = self._last_batch
+        columns = [b["x"], self._last_fake.float(), b["y"]]
+        if "ref" in b:
+            columns.insert(1, b["ref"])
+        run.save_samples(step, [c.float().contiguous() for c in columns])
+
+    def export(self, path: Path, provenance: dict[str, Any]) -> None:
+        checkpoint.save(path, self.generator, provenance, half=self.cfg.half_checkpoint)
+
+    def shipped_module(self) -> nn.Module:
+        return self.generator
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
 
 
 def train_colorizer(
-    config: ColorTrainConfig, on_step: Callable[[int, dict[str, float]], None] | None = None
+    config: ColorTrainConfig,
+    resume: bool = False,
+    on_step: Callable[[int, int, dict[str, float] | None], None] | None = None,
 ) -> Path:
-    """Train a colorizer and write ``RUN_DIR/model.safetensors``; returns its path.
+    """Train a colorizer; write ``RUN_DIR/model.safetensors`` and return its path.
 
     Args:
-        config: the run's settings.
-        on_step: called after every step with (step, scalar losses) for progress display.
+        config: the run's settings (on resume: read back from ``RUN_DIR/config.json`` by the CLI).
+        resume: continue from ``RUN_DIR/resume.pt``.
+        on_step: progress callback (rank 0 only): (step, total, scalars or ``None``).
 
     Raises:
-        MangacolorError: no images, unknown architecture, bad sizes.
+        MangacolorError: no images, unknown architecture, bad sizes, missing weights.
     """
+    stages = parse_stages(config.stages, config.crop_size)
+    task = ColorizerTask(config)
+    ctx = setup_distributed(config.device)
     try:
-        spec = get_spec(config.arch)
-    except KeyError as exc:
-        raise MangacolorError(str(exc.args[0])) from None
-    if spec.task != "colorize":
-        raise MangacolorError(f"{config.arch} is a {spec.task} architecture, not a colorizer")
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    run = RunDir(config.run_dir)
-    run.write_config(config)
-
-    try:
-        generator = create_model(config.arch, config.model).to(device)
-        disc_cfg = build_config("patchgan", config.discriminator)
-        disc_cfg = build_config("patchgan", disc_cfg, in_channels=generator.config.in_channels + 3)
-        discriminator = create_model("patchgan", disc_cfg).to(device)
-    except ValueError as exc:
-        raise MangacolorError(str(exc)) from None
-    multiple = generator.size_multiple
-    if config.crop_size % multiple:
-        raise MangacolorError(
-            f"--crop-size {config.crop_size} must be a multiple of {multiple} for this {config.arch} "
-            f"(depth {getattr(generator.config, 'depth', '?')})"
+        loop = LoopConfig(
+            run_dir=config.run_dir,
+            steps=config.steps,
+            stages=stages,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            num_workers=config.num_workers,
+            log_every=config.log_every,
+            sample_every=config.sample_every,
+            save_every=config.save_every,
+            decay_start=config.decay_start,
+            half_checkpoint=config.half_checkpoint,
         )
-
-    files = list(list_images(config.data))
-    train_files, val_files = split_files(files, config.val_fraction)
-    common = dict(crop_size=config.crop_size, load_size=config.load_size, cache=config.cache)
-    train_set = ColorFolderDataset(config.data, files=train_files, **common)
-    for failure in train_set.failures:
-        log.warning("skipped unreadable training image: %s", failure)
-    loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=len(train_set) >= config.batch_size,
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=config.num_workers > 0,
-    )
-    val_loader = None
-    if val_files:
-        val_set = ColorFolderDataset(config.data, files=val_files, flip=False, **common)
-        val_loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False)
-
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=config.betas)
-    step_fn = Pix2PixStep(
-        generator, discriminator, opt_g, opt_d, GANLoss(config.gan_loss), config.l1_weight, config.gan_weight
-    )
-    provenance = {
-        "data": Path(config.data).name,
-        "data_files": len(train_set),
-        "resolution": config.crop_size,
-        "load_size": config.load_size,
-        # inference default: the scale the network was trained at
-        "working_size": config.load_size or config.crop_size,
-        "trainer": "pix2pix",
-        "l1_weight": config.l1_weight,
-        "gan_weight": config.gan_weight,
-        "gan_loss": config.gan_loss,
-        "batch_size": config.batch_size,
-    }
-
-    generator.train()
-    discriminator.train()
-    batches = _infinite(loader)
-    window: dict[str, float] = {}
-    t_window, n_window = time.time(), 0
-    best = math.inf
-    for step in range(1, config.steps + 1):
-        x, y = next(batches)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out = step_fn(x, y)
-        fake = out.pop("_fake")
-        scalars = {k: float(v) for k, v in out.items()}
-        for k, v in scalars.items():
-            window[k] = window.get(k, 0.0) + v
-        n_window += 1
-        if on_step is not None:
-            on_step(step, scalars)
-        if step % config.log_every == 0 or step == config.steps:
-            elapsed = time.time() - t_window
-            record = {k: v / n_window for k, v in window.items()}
-            record["images_per_s"] = n_window * config.batch_size / max(elapsed, 1e-9)
-            record["lr"] = opt_g.param_groups[0]["lr"]
-            if val_loader is not None:
-                record["val_l1"] = validation_l1(generator, val_loader, device)
-            run.log_metrics(step, record)
-            if val_loader is not None and record["val_l1"] < best:
-                best = record["val_l1"]
-                checkpoint.save(run.path / "best.safetensors", generator, {**provenance, "steps": step})
-            window, t_window, n_window = {}, time.time(), 0
-        if config.sample_every and (step % config.sample_every == 0 or step == config.steps):
-            run.save_samples(step, [x, fake, y])
-        if config.save_every and step % config.save_every == 0 and step != config.steps:
-            checkpoint.save(run.path / "latest.safetensors", generator, {**provenance, "steps": step})
-    final = run.path / "model.safetensors"
-    checkpoint.save(final, generator, {**provenance, "steps": config.steps}, half=config.half_checkpoint)
-    return final
+        provenance = {
+            "data": Path(config.data).name,
+            "data_files": len(task.train_source),
+            "input": "paired:" + Path(config.input_dir).name if config.input_dir else config.input_kind,
+            "resolution": stages[-1],
+            "stages": stages,
+            "load_size": config.load_size,
+            # inference default: the scale the network was trained at
+            "working_size": config.load_size or stages[-1],
+            "trainer": "pix2pix",
+            "l1_weight": config.l1_weight,
+            "gan_weight": config.gan_weight,
+            "gan_loss": config.gan_loss,
+            "perceptual_weight": config.perceptual_weight,
+            "batch_size": config.batch_size * ctx.world_size,
+        }
+        return run_training(task, loop, config, ctx, provenance, resume=resume, on_step=on_step)
+    finally:
+        teardown_distributed(ctx)

@@ -1,0 +1,441 @@
+"""The generic training loop shared by every trainer (colorizer, scan generator).
+
+minGPT's trainer could say of itself that nothing in it has to do with GPT; nothing here has to do
+with colour. A trainer is a :class:`TrainTask`: it builds its networks, its dataset for a given
+training size, one optimisation step, sample grids, and the model a user ships. The loop adds what
+every long run needs:
+
+* progressive stages (train at each size in turn) and a constant-then-linear-decay learning rate;
+* a run folder (``config.json``, ``metrics.jsonl``, ``samples/``, ``latest`` / ``best`` checkpoints);
+* exact resume: networks, optimizers, schedules, step, stage, epoch position and RNG states are saved
+  atomically (``resume.pt``; a kill during the write leaves the previous one intact) and a resumed run
+  continues the same loss curve, because every random crop is drawn from a generator seeded by
+  ``(seed, epoch, index)`` rather than from a global stream;
+* DistributedDataParallel under ``torchrun`` (NCCL on GPUs, gloo on CPU): the sampler shards each
+  epoch across ranks, only rank 0 logs and writes;
+* no host synchronisation in the inner loop except at logging steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mangacolor.errors import MangacolorError
+from mangacolor.training.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+RESUME_FILE = "resume.pt"
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class DistContext:
+    """Where this process runs and its place among the ranks of a ``torchrun`` job."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, samples and writes files."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether several processes train together."""
+        return self.world_size > 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU.
+
+    Raises:
+        MangacolorError: ``cuda`` was asked for but is not available, or the name is unknown.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MangacolorError("--device cuda was asked for but no CUDA device is available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise MangacolorError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def setup_distributed(device: str) -> DistContext:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE`` > 1; otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = resolve_device(device)
+    if world <= 1:
+        return DistContext(dev)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistContext(dev, rank, world, local_rank)
+
+
+def teardown_distributed(ctx: DistContext) -> None:
+    """Leave the process group."""
+    if ctx.distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def parameter_checksum(module: nn.Module) -> float:
+    """Sum of all parameters in float64 (cheap fingerprint to check ranks hold the same weights)."""
+    with torch.no_grad():
+        return float(sum(p.detach().double().sum() for p in module.parameters()))
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+class EpochSampler(Sampler):
+    """Shuffled indices for one epoch, sharded across ranks, starting at a given batch.
+
+    Yields ``(epoch, index)`` keys so datasets can seed each item's augmentation from
+    ``(seed, epoch, index)``: the data a step sees depends only on the step, never on how many
+    processes or loader workers there are or whether the run was resumed.
+    """
+
+    def __init__(
+        self, n: int, seed: int, epoch: int, batch_size: int, start_batch: int = 0, rank: int = 0, world: int = 1
+    ) -> None:
+        self.n, self.seed, self.epoch = n, seed, epoch
+        self.batch_size, self.start_batch = batch_size, start_batch
+        self.rank, self.world = rank, world
+
+    def batches_per_epoch(self) -> int:
+        """Full global batches (batch_size per rank) in one epoch."""
+        return max(1, self.n // (self.batch_size * self.world))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        if len(order) < self.batch_size * self.world:  # tiny folders: repeat to fill one batch
+            order = (order * math.ceil(self.batch_size * self.world / max(len(order), 1)))[
+                : self.batch_size * self.world
+            ]
+        per_step = self.batch_size * self.world
+        usable = self.batches_per_epoch() * per_step
+        for b in range(self.start_batch, self.batches_per_epoch()):
+            chunk = order[b * per_step : (b + 1) * per_step] if b * per_step < usable else []
+            for i in chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]:
+                yield (self.epoch, i)
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch() - self.start_batch) * self.batch_size
+
+
+def item_rng(seed: int, key: tuple[int, int] | int) -> np.random.Generator:
+    """The random generator for one dataset item (see :class:`EpochSampler`)."""
+    epoch, index = key if isinstance(key, tuple) else (0, key)
+    return np.random.default_rng([seed, epoch, index])
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def parse_stages(stages: str | list[int] | None, default: int) -> list[int]:
+    """``"64,128,256"`` -> ``[64, 128, 256]``; ``None`` -> ``[default]``.
+
+    Raises:
+        MangacolorError: not a comma-separated list of positive integers.
+    """
+    if stages is None or stages == "":
+        return [default]
+    if isinstance(stages, str):
+        try:
+            values = [int(s) for s in stages.split(",") if s.strip()]
+        except ValueError:
+            raise MangacolorError(f"--stages must be sizes separated by commas, e.g. 64,128,256. Got {stages!r}") from None
+    else:
+        values = list(stages)
+    if not values or any(v <= 0 for v in values):
+        raise MangacolorError(f"--stages must be positive sizes. Got {stages!r}")
+    return values
+
+
+def lr_factor(step: int, total: int, decay_start: float = 0.5) -> float:
+    """Constant learning rate, then linear decay to zero over the last ``1 - decay_start`` of training."""
+    start = int(total * decay_start)
+    if step < start or total <= start:
+        return 1.0
+    return max(0.0, 1.0 - (step - start) / max(1, total - start))
+
+
+# ----------------------------------------------------------------------------- RNG and resume
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state (torch CPU and CUDA, numpy, Python)."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state()[1].tolist(),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "python": list(random.getstate()[1]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_resume(path: Path, state: dict[str, Any]) -> None:
+    """Write resume state atomically (temp file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_resume(path: Path) -> dict[str, Any]:
+    """Read resume state (tensors, numbers, strings and containers only: ``weights_only``).
+
+    Raises:
+        MangacolorError: missing or unreadable.
+    """
+    if not path.exists():
+        raise MangacolorError(f"{path}: no resume state in this run folder")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged files
+        raise MangacolorError(f"{path}: unreadable resume state ({str(exc).splitlines()[0]})") from None
+
+
+# ----------------------------------------------------------------------------- the task protocol
+
+
+class TrainTask(Protocol):
+    """What a trainer provides to :func:`run_training`."""
+
+    def build(self, ctx: DistContext) -> None:
+        """Create networks, optimizers and losses on ``ctx.device`` (wrapped for DDP when distributed)."""
+
+    def make_dataset(self, size: int) -> Dataset:
+        """Training items at square side ``size`` (keys are ``(epoch, index)``)."""
+
+    def step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns detached scalar tensors (no ``.item()``: no host sync)."""
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Scale every optimizer's base learning rate."""
+
+    def current_lr(self) -> dict[str, float]:
+        """Learning rates to log."""
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics (may be empty); ``val_l1`` picks the best checkpoint."""
+
+    def write_samples(self, run: RunDir, step: int) -> None:
+        """Write a sample grid for the latest batch."""
+
+    def export(self, path: Path, provenance: dict[str, Any]) -> None:
+        """Write the checkpoint a user ships (the model only)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, optimizers and anything else needed to resume."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+    def shipped_module(self) -> nn.Module:
+        """The network whose weights are checked for equality across ranks."""
+
+
+@dataclass
+class LoopConfig:
+    """Settings of :func:`run_training` that every trainer shares.
+
+    Attributes:
+        run_dir: the run folder.
+        steps: optimisation steps per stage.
+        stages: training sizes, one stage each.
+        batch_size: items per step on each rank.
+        seed: seeds data order, augmentation and initialisation.
+        num_workers: DataLoader worker processes.
+        log_every: steps between metric lines (the only host syncs).
+        sample_every: steps between sample grids (0: end only).
+        save_every: steps between ``latest`` checkpoints and resume state (0: end only).
+        decay_start: fraction of all steps after which the learning rate decays linearly to zero
+            (1.0: constant).
+        half_checkpoint: store the shipped checkpoint in float16.
+    """
+
+    run_dir: str
+    steps: int
+    stages: list[int]
+    batch_size: int
+    seed: int = 0
+    num_workers: int = 0
+    log_every: int = 50
+    sample_every: int = 500
+    save_every: int = 1000
+    decay_start: float = 0.5
+    half_checkpoint: bool = False
+
+
+def run_training(
+    task: TrainTask,
+    loop: LoopConfig,
+    config: Any,
+    ctx: DistContext,
+    provenance: dict[str, Any],
+    resume: bool = False,
+    on_step: Callable[[int, int, dict[str, float] | None], None] | None = None,
+) -> Path:
+    """Train ``task`` through every stage; return the shipped checkpoint's path.
+
+    Args:
+        task: the trainer.
+        loop: shared loop settings.
+        config: the whole run config (written as ``config.json``).
+        ctx: device and rank.
+        provenance: facts stored in every checkpoint.
+        resume: continue from ``run_dir/resume.pt``.
+        on_step: called on rank 0 after every step with (global step, total steps, scalars or
+            ``None`` between logging steps).
+    """
+    run = RunDir(loop.run_dir) if ctx.is_main else None
+    run_path = Path(loop.run_dir)
+    total = loop.steps * len(loop.stages)
+    task.build(ctx)
+    global_step, stage_idx, epoch, batch_in_epoch = 0, 0, 0, 0
+    best = math.inf
+    window: dict[str, torch.Tensor] = {}
+    n_window = 0
+    if resume:
+        state = load_resume(run_path / RESUME_FILE)
+        task.load_state_dict(state["task"])
+        global_step, stage_idx = state["step"], state["stage"]
+        epoch, batch_in_epoch, best = state["epoch"], state["batch_in_epoch"], state["best"]
+        set_rng_state(state["rng"])
+        window = {k: v.to(ctx.device) for k, v in state.get("window", {}).items()}
+        n_window = state.get("n_window", 0)
+        if ctx.is_main:
+            log.info("resumed at step %d (stage %d)", global_step, stage_idx)
+    elif ctx.is_main:
+        run.write_config(config)
+
+    def save_state(path_step: int) -> None:
+        state = {
+            "task": task.state_dict(),
+            "step": path_step,
+            "stage": stage_idx,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "best": best,
+            "rng": rng_state(),
+            "window": {k: v.detach().cpu() for k, v in window.items()},  # partial logging window
+            "n_window": n_window,
+        }
+        save_resume(run_path / RESUME_FILE, state)
+
+    t_window = time.perf_counter()
+    while stage_idx < len(loop.stages):
+        size = loop.stages[stage_idx]
+        dataset = task.make_dataset(size)
+        stage_end = (stage_idx + 1) * loop.steps
+        while global_step < stage_end:
+            sampler = EpochSampler(
+                len(dataset), loop.seed, epoch, loop.batch_size, batch_in_epoch, ctx.rank, ctx.world_size
+            )
+            loader = DataLoader(
+                dataset,
+                batch_size=loop.batch_size,
+                sampler=sampler,
+                num_workers=loop.num_workers,
+                pin_memory=ctx.device.type == "cuda",
+                drop_last=True,
+                generator=torch.Generator().manual_seed(loop.seed),  # leave the global RNG alone
+            )
+            for batch in loader:
+                task.set_lr_factor(lr_factor(global_step, total, loop.decay_start))
+                out = task.step(batch, global_step)
+                global_step += 1
+                batch_in_epoch += 1
+                for k, v in out.items():
+                    window[k] = window[k] + v if k in window else v.clone()
+                n_window += 1
+                logging_step = global_step % loop.log_every == 0 or global_step == stage_end
+                scalars = None
+                if logging_step:
+                    elapsed = time.perf_counter() - t_window
+                    scalars = {k: float(v) / n_window for k, v in window.items()}  # host sync here only
+                    scalars["images_per_s"] = n_window * loop.batch_size * ctx.world_size / max(elapsed, 1e-9)
+                    scalars.update({f"lr_{k}": v for k, v in task.current_lr().items()})
+                    scalars["stage_size"] = size
+                    val = task.validate() if ctx.is_main else {}
+                    scalars.update(val)
+                    if ctx.is_main:
+                        run.log_metrics(global_step, scalars)
+                        if "val_l1" in val and val["val_l1"] < best:
+                            best = val["val_l1"]
+                            task.export(run_path / "best.safetensors", {**provenance, "steps": global_step})
+                    window, n_window, t_window = {}, 0, time.perf_counter()
+                if ctx.is_main and loop.sample_every and global_step % loop.sample_every == 0:
+                    task.write_samples(run, global_step)
+                if loop.save_every and global_step % loop.save_every == 0 and global_step < total:
+                    if ctx.is_main:
+                        task.export(run_path / "latest.safetensors", {**provenance, "steps": global_step})
+                        save_state(global_step)
+                if ctx.is_main and on_step is not None:
+                    on_step(global_step, total, scalars)
+                if global_step >= stage_end:
+                    break
+            else:  # epoch finished
+                epoch += 1
+                batch_in_epoch = 0
+                continue
+            if batch_in_epoch >= sampler.batches_per_epoch():
+                epoch += 1
+                batch_in_epoch = 0
+        stage_idx += 1
+    final = run_path / "model.safetensors"
+    checks = {}
+    if ctx.distributed:
+        local = torch.tensor([parameter_checksum(task.shipped_module())], dtype=torch.float64)
+        gathered = [torch.zeros_like(local) for _ in range(ctx.world_size)]
+        dist.all_gather(gathered, local)
+        sums = [float(g) for g in gathered]
+        checks = {"rank_checksums": sums, "ranks_in_sync": all(abs(s - sums[0]) < 1e-9 for s in sums)}
+    if ctx.is_main:
+        if loop.sample_every == 0 or global_step % loop.sample_every:
+            task.write_samples(run, global_step)
+        task.export(final, {**provenance, "steps": global_step})
+        save_state(global_step)
+        if checks:
+            run.log_metrics(global_step, checks)
+    return final

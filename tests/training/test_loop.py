@@ -1,0 +1,153 @@
+"""The generic loop: schedule, data order, determinism, resume equivalence, stages, DDP on gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mangacolor.errors import MangacolorError
+from mangacolor.training.colorizer import ColorTrainConfig, train_colorizer
+from mangacolor.training.loop import EpochSampler, lr_factor, parse_stages
+
+
+def test_lr_constant_then_linear_decay():
+    assert [lr_factor(s, 10) for s in (0, 4)] == [1.0, 1.0]
+    assert lr_factor(5, 10) == 1.0 and lr_factor(7, 10) == pytest.approx(0.6) and lr_factor(10, 10) == 0.0
+    assert lr_factor(9, 10, decay_start=1.0) == 1.0
+
+
+def test_parse_stages():
+    assert parse_stages("64,128,256", 32) == [64, 128, 256]
+    assert parse_stages(None, 32) == [32]
+    with pytest.raises(MangacolorError, match="--stages"):
+        parse_stages("64,big", 32)
+
+
+def test_epoch_sampler_shards_cover_the_epoch_and_resume_mid_epoch():
+    full = list(EpochSampler(10, seed=3, epoch=1, batch_size=2))
+    assert len(full) == 10 and sorted(i for _, i in full) == list(range(10))
+    assert all(e == 1 for e, _ in full)
+    r0 = list(EpochSampler(10, 3, 1, batch_size=2, rank=0, world=2))
+    r1 = list(EpochSampler(10, 3, 1, batch_size=2, rank=1, world=2))
+    assert not set(r0) & set(r1) and len(r0) == len(r1) == 4  # 2 global batches of 4, remainder dropped
+    assert list(EpochSampler(10, 3, 1, batch_size=2, start_batch=2)) == full[4:]
+    assert list(EpochSampler(10, 3, 2, batch_size=2)) != full  # new order each epoch
+    assert len(list(EpochSampler(3, 0, 0, batch_size=4))) == 4  # tiny folders fill one batch
+
+
+def _config(color_folder, run, **kw):
+    base = dict(
+        data=str(color_folder),
+        run_dir=str(run),
+        model={"base_width": 4, "depth": 3},
+        discriminator={"base_width": 4},
+        steps=6,
+        crop_size=32,
+        batch_size=2,
+        log_every=2,
+        sample_every=0,
+        save_every=3,
+        device="cpu",
+    )
+    base.update(kw)
+    return ColorTrainConfig(**base)
+
+
+def _losses(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss_g_l1" in line]
+
+
+def test_same_seed_same_losses(color_folder, tmp_path):
+    train_colorizer(_config(color_folder, tmp_path / "a", steps=4, save_every=0))
+    train_colorizer(_config(color_folder, tmp_path / "b", steps=4, save_every=0))
+    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert [m["loss_g_l1"] for m in a] == [m["loss_g_l1"] for m in b]
+    train_colorizer(_config(color_folder, tmp_path / "c", steps=4, save_every=0, seed=1))
+    assert [m["loss_g_l1"] for m in _losses(tmp_path / "c")] != [m["loss_g_l1"] for m in a]
+
+
+def test_resume_equivalence(color_folder, tmp_path):
+    """N steps straight == N/2 steps, stop, resume, N/2 steps: identical weights and loss curve."""
+    straight = train_colorizer(_config(color_folder, tmp_path / "straight", steps=6, save_every=3))
+    cfg = _config(color_folder, tmp_path / "split", steps=6, save_every=3)
+    # stop after 3 steps: run a 3-step job whose schedule is that of the 6-step job
+    half = _config(color_folder, tmp_path / "split", steps=6, save_every=3)
+    from mangacolor.training import loop as loop_mod
+
+    real_run = loop_mod.run_training
+
+    class Stop(Exception):
+        pass
+
+    def stopping(task, loop, config, ctx, provenance, resume=False, on_step=None):
+        def cb(step, total, scalars):
+            if step == 3:
+                raise Stop
+
+        return real_run(task, loop, config, ctx, provenance, resume=resume, on_step=cb)
+
+    import mangacolor.training.colorizer as colorizer_mod
+
+    colorizer_mod.run_training = stopping
+    try:
+        with pytest.raises(Stop):
+            train_colorizer(half)
+    finally:
+        colorizer_mod.run_training = real_run
+    assert (tmp_path / "split" / "resume.pt").exists()
+    resumed = train_colorizer(cfg, resume=True)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la = [m["loss_g_l1"] for m in _losses(tmp_path / "straight")]
+    lb = [m["loss_g_l1"] for m in _losses(tmp_path / "split")]
+    assert la == lb
+
+
+def test_progressive_stages_and_lr_decay(color_folder, tmp_path):
+    path = train_colorizer(_config(color_folder, tmp_path / "r", steps=2, stages=[32, 64], log_every=1, save_every=0))
+    metrics = _losses(tmp_path / "r")
+    assert [m["stage_size"] for m in metrics] == [32, 32, 64, 64]
+    assert metrics[0]["lr_g"] == pytest.approx(1e-4) and metrics[-1]["lr_g"] < 1e-4
+    assert metrics[0]["lr_d"] == pytest.approx(4e-4)
+    from mangacolor.checkpoint import read_info
+
+    assert read_info(path).provenance["stages"] == [32, 64]
+
+
+def test_pretrain_steps_skip_the_gan(color_folder, tmp_path):
+    train_colorizer(_config(color_folder, tmp_path / "r", steps=4, log_every=1, pretrain_steps=2, save_every=0))
+    metrics = _losses(tmp_path / "r")
+    assert ["loss_d" in m for m in metrics] == [False, False, True, True]
+
+
+@pytest.mark.parametrize("gan_loss", ["lsgan", "hinge", "wgan-gp"])
+def test_gan_losses_train(color_folder, tmp_path, gan_loss):
+    train_colorizer(_config(color_folder, tmp_path / "r", steps=2, log_every=1, save_every=0, gan_loss=gan_loss))
+    metrics = _losses(tmp_path / "r")
+    assert all(torch.isfinite(torch.tensor(m["loss_d"])) for m in metrics)
+    if gan_loss == "wgan-gp":
+        assert "loss_d_gp" in metrics[0]
+
+
+def test_ddp_two_processes_gloo(color_folder, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "mangacolor", "train-color", str(color_folder), str(run), "--width", "4", "--depth", "3"]
+    cmd += ["--d-width", "4", "--steps", "3", "--batch-size", "2", "--crop-size", "32", "--device", "cpu"]
+    cmd += ["--log-every", "1", "--sample-every", "0", "--save-every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    check = records[-1]
+    assert check["ranks_in_sync"] is True and len(check["rank_checksums"]) == 2
+    assert records[0]["images_per_s"] > 0 and (run / "model.safetensors").exists()
+    assert proc.stdout.strip().splitlines() == [str(run / "model.safetensors")]  # rank 0 only
