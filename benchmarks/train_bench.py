@@ -1,0 +1,127 @@
+"""Training throughput of every registered colorizer: images/s for one full pix2pix step
+(forward + backward of G and D) at 256x256, batch 16, default widths.
+
+On CUDA it also compares fp32, bf16 autocast, channels-last and torch.compile, and reports the
+achieved TFLOP/s (FLOPs counted by torch's FlopCounterMode) next to the card's peak. Usage::
+
+    python benchmarks/train_bench.py                         # CPU, every architecture
+    python benchmarks/train_bench.py --device cuda --peak-tflops 989   # H100 SXM dense bf16
+    python benchmarks/train_bench.py --arch unet --size 128 --batch-size 4 --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from mangacolor.losses import GANLoss
+from mangacolor.models import create_model, list_models
+
+
+def make_step(arch: str, device: torch.device, channels_last: bool, amp: bool, compile_: bool):
+    g = create_model(arch).to(device)
+    d = create_model("patchgan", in_channels=g.config.in_channels + 3).to(device)
+    if channels_last:
+        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
+    g_fwd = torch.compile(g) if compile_ else g
+    d_fwd = torch.compile(d) if compile_ else d
+    opt_g = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), 4e-4, betas=(0.5, 0.999))
+    gan = GANLoss("bce")
+    needs_ref = getattr(g, "needs_reference", False)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            fake = (g_fwd(x, y) if needs_ref else g_fwd(x))[:, :3]
+            pred = d_fwd(torch.cat([torch.cat([x, y], 1), torch.cat([x, fake.detach()], 1)], 0))
+        real_pred, fake_pred = pred.float().chunk(2)
+        loss_d = 0.5 * (gan(real_pred, True) + gan(fake_pred, False))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            adv = gan(d_fwd(torch.cat([x, fake], 1)).float(), True, for_discriminator=False)
+        loss_g = adv + 100 * F.l1_loss(fake.float(), y)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+
+    return step
+
+
+def bench(arch: str, args: argparse.Namespace, channels_last: bool, amp: bool, compile_: bool) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    step = make_step(arch, device, channels_last, amp, compile_)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (
+        torch.rand(args.batch_size, 1, args.size, args.size, device=device)
+        .mul(2)
+        .sub(1)
+        .contiguous(memory_format=fmt)
+    )
+    y = (
+        torch.rand(args.batch_size, 3, args.size, args.size, device=device)
+        .mul(2)
+        .sub(1)
+        .contiguous(memory_format=fmt)
+    )
+    for _ in range(args.warmup):
+        step(x, y)
+    flops = 0
+    if device.type == "cuda":
+        with FlopCounterMode(display=False) as counter:
+            step(x, y)
+        flops = counter.get_total_flops()
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step(x, y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / args.steps
+    return {"images_per_s": args.batch_size / dt, "tflops": flops / dt / 1e12 if flops else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--arch", nargs="*", default=None, help="architectures (default: every colorizer)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="the card's peak, to print utilisation"
+    )
+    args = parser.parse_args()
+    archs = args.arch or [s.name for s in list_models("colorize")]
+    variants = [("fp32", False, False, False)]
+    if args.device.startswith("cuda"):
+        variants += [
+            ("bf16", False, True, False),
+            ("bf16+cl", True, True, False),
+            ("bf16+cl+compile", True, True, True),
+        ]
+    print(f"device {args.device}, {args.size}x{args.size}, batch {args.batch_size}, G+D forward+backward")
+    print(f"{'arch':<22} {'variant':<16} {'images/s':>9} {'TFLOP/s':>8} {'% peak':>7}")
+    for arch in archs:
+        for name, cl, amp, comp in variants:
+            try:
+                r = bench(arch, args, cl, amp, comp)
+            except Exception as exc:  # report and go on: one architecture must not hide the others
+                print(f"{arch:<22} {name:<16} failed: {str(exc).splitlines()[0][:80]}")
+                continue
+            tf = f"{r['tflops']:.1f}" if r["tflops"] else "-"
+            pct = f"{100 * r['tflops'] / args.peak_tflops:.0f}%" if r["tflops"] and args.peak_tflops else "-"
+            print(f"{arch:<22} {name:<16} {r['images_per_s']:>9.2f} {tf:>8} {pct:>7}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
