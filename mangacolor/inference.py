@@ -75,6 +75,7 @@ class Translator:
         merge: ``luma`` keeps the page's own luminance at full resolution and takes only the
             chroma from the network (colorizers only); ``none`` returns the network's output resized.
         half: run in float16 (CUDA only).
+        reference: ``uint8`` (H, W, 3) style image, required by reference-style models.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class Translator:
         size: int | None = None,
         merge: str = "luma",
         half: bool = False,
+        reference: np.ndarray | None = None,
     ) -> None:
         if merge not in MERGE_MODES:
             raise MangacolorError(f"--merge must be one of {MERGE_MODES}. Got {merge!r}")
@@ -103,6 +105,18 @@ class Translator:
         self.num_outputs = int(getattr(model, "num_outputs", 1))
         self.out_channels = int(getattr(model.config, "out_channels", 3))
         self.merge = merge if self.out_channels == 3 else "none"
+        self.reference: torch.Tensor | None = None
+        if getattr(model, "needs_reference", False):
+            if reference is None:
+                raise MangacolorError(
+                    f"{info.path}: this {info.arch} model colours in the style of a reference image; "
+                    "pass --reference IMAGE"
+                )
+            ref = reference if reference.ndim == 3 else cv2.cvtColor(reference, cv2.COLOR_GRAY2RGB)
+            ref = cv2.resize(ref, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            self.reference = to_tensor(ref).to(device)  # (1, 3, size, size)
+            if self.half:
+                self.reference = self.reference.half()
 
     @classmethod
     def from_checkpoint(
@@ -112,13 +126,13 @@ class Translator:
         size: int | None = None,
         merge: str = "luma",
         half: bool | None = None,
+        reference: np.ndarray | None = None,
     ) -> Translator:
         """Load a checkpoint; ``half=None`` means float16 on CUDA, float32 on CPU."""
         dev = resolve_device(device)
         model, info = checkpoint.load(path, device="cpu")
-        return cls(
-            model, info, dev, size=size, merge=merge, half=dev.type == "cuda" if half is None else half
-        )
+        half = dev.type == "cuda" if half is None else half
+        return cls(model, info, dev, size=size, merge=merge, half=half, reference=reference)
 
     @property
     def input_mode(self) -> str:
@@ -149,7 +163,10 @@ class Translator:
         """Run the network on pages of one padded shape; return each page's outputs at working size."""
         x = torch.cat([p.tensor for p in batch]).to(self.device)  # (B, C, H, W)
         x = x.half() if self.half else x
-        y = self.model(x).float()  # (B, out * k, H, W)
+        if self.reference is not None:
+            y = self.model(x, self.reference.expand(x.shape[0], -1, -1, -1)).float()  # (B, out * k, H, W)
+        else:
+            y = self.model(x).float()  # (B, out * k, H, W)
         y = y.reshape(y.shape[0], self.num_outputs, self.out_channels, *y.shape[2:])  # (B, k, out, H, W)
         results = []
         for i, p in enumerate(batch):

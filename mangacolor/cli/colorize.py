@@ -10,6 +10,7 @@ import typer
 
 from mangacolor.cli._common import console, exit_for, guarded, make_progress, print_summary
 from mangacolor.errors import MangacolorError
+from mangacolor.imageio import read_image
 
 
 @guarded
@@ -43,6 +44,9 @@ def colorize(
     force: Annotated[
         bool, typer.Option(help="Colorize pages that are already in colour (default: copy them).")
     ] = False,
+    reference: Annotated[
+        Path | None, typer.Option(help="Style image for reference-style models (colours are taken from it).")
+    ] = None,
     candidates: Annotated[
         bool, typer.Option(help="Write every colouring of a multi-output model (_c0, _c1, ...).")
     ] = False,
@@ -59,7 +63,10 @@ def colorize(
     ckpt = model or default_model_path()
     if model is None and not ckpt.exists():
         raise MangacolorError(f"{ckpt}: the default model is missing; pass --model CHECKPOINT")
-    translator = Translator.from_checkpoint(ckpt, device=device, size=size, merge=merge, half=half)
+    ref = read_image(reference, mode="RGB") if reference is not None else None
+    translator = Translator.from_checkpoint(
+        ckpt, device=device, size=size, merge=merge, half=half, reference=ref
+    )
     if translator.info.task != "colorize":
         raise MangacolorError(f"{ckpt}: a {translator.info.task} model, not a colorizer")
     options = FolderOptions(
