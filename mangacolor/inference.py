@@ -13,6 +13,7 @@ so memory does not grow with the number of pages.
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import shutil
@@ -296,8 +297,9 @@ def run_folder(
                 job.prepared = translator.prepare(image)
         except ImageReadError as exc:
             job.error = exc.reason
-        except (MemoryError, cv2.error, ValueError) as exc:
-            job.error = f"cannot process: {exc}"
+        except Exception as exc:  # one odd page must not end the batch
+            first_line = (str(exc).splitlines() or [""])[0]
+            job.error = f"cannot process: {type(exc).__name__}: {first_line}"
         return job
 
     def write(job: _Job, outputs: list[np.ndarray] | None) -> None:
@@ -326,8 +328,8 @@ def run_folder(
             record(FileResult(str(job.src), "done", outputs=written))
         except (ImageWriteError, ImageReadError) as exc:
             record(FileResult(str(job.src), "failed", str(exc)))
-        except (OSError, ValueError, cv2.error) as exc:
-            record(FileResult(str(job.src), "failed", f"cannot write output: {exc}"))
+        except Exception as exc:  # one odd page must not end the batch
+            record(FileResult(str(job.src), "failed", f"cannot write output: {type(exc).__name__}: {exc}"))
 
     def jobs() -> Iterator[_Job]:
         for src in _walk(in_root, out_root):
@@ -344,14 +346,16 @@ def run_folder(
     writers = ThreadPoolExecutor(
         max_workers=max(1, options.io_workers), thread_name_prefix="mangacolor-write"
     )
-    pending_writes: queue.Queue[Future] = queue.Queue()
+    pending_writes: collections.deque[Future] = collections.deque()
     write_slots = threading.BoundedSemaphore(prefetch)
 
     def submit_write(job: _Job, outputs: list[np.ndarray] | None) -> None:
         write_slots.acquire()  # bounded: the model waits for the disk instead of piling up results
         fut = writers.submit(write, job, outputs)
         fut.add_done_callback(lambda _: write_slots.release())
-        pending_writes.put(fut)
+        pending_writes.append(fut)
+        while pending_writes and pending_writes[0].done():  # keep only unfinished writes
+            pending_writes.popleft().result()
 
     def run_batch(batch: list[_Job]) -> None:
         try:
@@ -399,8 +403,8 @@ def run_folder(
                 batch = []
         if batch:
             run_batch(batch)
-        while not pending_writes.empty():
-            pending_writes.get().result()
+        while pending_writes:
+            pending_writes.popleft().result()
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True)
