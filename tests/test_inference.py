@@ -10,6 +10,7 @@ from mangacolor import checkpoint
 from mangacolor.color import luma
 from mangacolor.imageio import read_image, write_image
 from mangacolor.inference import FolderOptions, Translator, output_paths, run_folder
+from mangacolor.models import create_model, get_spec, list_models
 from tests.conftest import drawing
 
 
@@ -129,8 +130,23 @@ def test_unwritable_output_fails_cleanly(translator, tmp_path):
 
 def test_half_checkpoint_colorizes(tmp_path):
     torch.manual_seed(0)
-    from mangacolor.models import create_model
-
     path = checkpoint.save(tmp_path / "h.safetensors", create_model("unet", base_width=4, depth=3), half=True)
     (out,) = Translator.from_checkpoint(path, device="cpu", size=32)(np.zeros((20, 20), np.uint8))
     assert out.shape == (20, 20, 3)
+
+
+@pytest.mark.parametrize("arch", [s.name for s in list_models("colorize")])
+def test_colorize_every_architecture_toy_checkpoint(arch, tmp_path):
+    """Each registered colorizer's toy checkpoint loads with no flags and colorizes a folder."""
+    spec = get_spec(arch)
+    torch.manual_seed(0)
+    model = create_model(arch, spec.toy)
+    ckpt = checkpoint.save(tmp_path / f"{arch}.safetensors", model, {"working_size": spec.toy_size})
+    reference = drawing(40, 40, seed=5) if getattr(model, "needs_reference", False) else None
+    translator = Translator.from_checkpoint(ckpt, device="cpu", reference=reference)
+    src = _pages(tmp_path / "in", 1)
+    k = getattr(model, "num_outputs", 1)
+    report = run_folder(translator, src, tmp_path / "out", FolderOptions(candidates=True))
+    assert report.counts["done"] == 1, report.to_json()
+    names = sorted(p.name for p in (tmp_path / "out" / "ch1").iterdir())
+    assert names == (["p0.png"] if k == 1 else [f"p0_c{i}.png" for i in range(k)])
