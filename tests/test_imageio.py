@@ -184,3 +184,10 @@ def test_tensor_round_trip():
     assert np.array_equal(to_uint8(tg[0]), gray)
     with pytest.raises(ValueError, match="Got"):
         to_uint8(torch.zeros(3, 3))
+
+
+def test_written_files_have_ordinary_permissions(tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    write_image(tmp_path / "p.png", _gradient())
+    assert (tmp_path / "p.png").stat().st_mode & 0o777 == 0o666 & ~mask
