@@ -76,9 +76,7 @@ def child(pages: int, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--model", default=None, help="checkpoint (default: the model in assets/)")
     parser.add_argument("--device", default="cpu")

@@ -58,18 +58,8 @@ def bench(arch: str, args: argparse.Namespace, channels_last: bool, amp: bool, c
     torch.manual_seed(0)
     step = make_step(arch, device, channels_last, amp, compile_)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = (
-        torch.rand(args.batch_size, 1, args.size, args.size, device=device)
-        .mul(2)
-        .sub(1)
-        .contiguous(memory_format=fmt)
-    )
-    y = (
-        torch.rand(args.batch_size, 3, args.size, args.size, device=device)
-        .mul(2)
-        .sub(1)
-        .contiguous(memory_format=fmt)
-    )
+    x = torch.rand(args.batch_size, 1, args.size, args.size, device=device).mul(2).sub(1).contiguous(memory_format=fmt)
+    y = torch.rand(args.batch_size, 3, args.size, args.size, device=device).mul(2).sub(1).contiguous(memory_format=fmt)
     for _ in range(args.warmup):
         step(x, y)
     flops = 0
@@ -88,18 +78,14 @@ def bench(arch: str, args: argparse.Namespace, channels_last: bool, amp: bool, c
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", nargs="*", default=None, help="architectures (default: every colorizer)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument(
-        "--peak-tflops", type=float, default=None, help="the card's peak, to print utilisation"
-    )
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the card's peak, to print utilisation")
     args = parser.parse_args()
     archs = args.arch or [s.name for s in list_models("colorize")]
     variants = [("fp32", False, False, False)]

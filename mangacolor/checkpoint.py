@@ -218,8 +218,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
         if tuple(value.shape) != tuple(own[key].shape):
             raise CheckpointError(
                 path,
-                f"tensor {key!r} has shape {tuple(value.shape)}, the {info.arch} config needs "
-                f"{tuple(own[key].shape)}",
+                f"tensor {key!r} has shape {tuple(value.shape)}, the {info.arch} config needs {tuple(own[key].shape)}",
             )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     model.eval()

@@ -39,9 +39,7 @@ def is_color(image: np.ndarray, chroma_threshold: float = 15.0, min_fraction: fl
     small = (
         image
         if scale == 1.0
-        else cv2.resize(
-            image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-        )
+        else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     )
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2Lab).astype(np.float32)
     a, b = lab[..., 1], lab[..., 2]

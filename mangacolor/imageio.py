@@ -86,9 +86,7 @@ def _high_depth_to_uint8(img: Image.Image) -> np.ndarray:
 def _to_rgb_or_gray(img: Image.Image) -> np.ndarray:
     """Normalise any PIL mode to ``uint8`` (H, W) for greyscale or (H, W, 3) for colour."""
     mode = img.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode in ("P", "L", "RGB") and "transparency" in img.info
-    ):
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode in ("P", "L", "RGB") and "transparency" in img.info):
         if mode in ("LA", "La") or (mode == "L" and "transparency" in img.info):
             rgb = np.asarray(_flatten_alpha(img))
             return np.ascontiguousarray(rgb[..., 0])
@@ -105,9 +103,7 @@ def _to_rgb_or_gray(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def read_image(
-    path: str | Path, mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
+def read_image(path: str | Path, mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as a ``uint8`` array.
 
     Args:

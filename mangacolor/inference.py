@@ -155,9 +155,7 @@ class Translator:
         ph, pw = -rh % m, -rw % m
         if ph or pw:
             small = cv2.copyMakeBorder(small, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
-        return Prepared(
-            full=full, tensor=to_tensor(small), valid=(rh, rw)
-        )  # tensor: (1, C, rh + ph, rw + pw)
+        return Prepared(full=full, tensor=to_tensor(small), valid=(rh, rw))  # tensor: (1, C, rh + ph, rw + pw)
 
     @torch.no_grad()
     def run(self, batch: list[Prepared]) -> list[list[np.ndarray]]:
@@ -225,9 +223,7 @@ class _Job:
     copy: bool = False
 
 
-def output_paths(
-    src: Path, in_root: Path, out_root: Path, options: FolderOptions, num_outputs: int
-) -> list[Path]:
+def output_paths(src: Path, in_root: Path, out_root: Path, options: FolderOptions, num_outputs: int) -> list[Path]:
     """Where the outputs of ``src`` go: ``out_root`` mirrors the tree under ``in_root``."""
     if in_root.is_file():
         target = (
@@ -343,9 +339,7 @@ def run_folder(
 
     prefetch = max(2, options.batch_size * 2)
     readers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="mangacolor-read")
-    writers = ThreadPoolExecutor(
-        max_workers=max(1, options.io_workers), thread_name_prefix="mangacolor-write"
-    )
+    writers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="mangacolor-write")
     pending_writes: collections.deque[Future] = collections.deque()
     write_slots = threading.BoundedSemaphore(prefetch)
 

@@ -22,9 +22,7 @@ def test_round_trip_rebuilds_without_flags(tmp_path):
     model = _model()
     path = checkpoint.save(tmp_path / "m.safetensors", model, {"data": "demo", "data_files": 8, "steps": 10})
     loaded, info = checkpoint.load(path)
-    assert (
-        info.arch == "unet" and info.task == "colorize" and info.format_version == checkpoint.FORMAT_VERSION
-    )
+    assert info.arch == "unet" and info.task == "colorize" and info.format_version == checkpoint.FORMAT_VERSION
     assert info.config["base_width"] == 4 and info.config["depth"] == 3
     assert info.provenance["steps"] == 10 and "date" in info.provenance
     x = torch.randn(1, 1, 16, 16)

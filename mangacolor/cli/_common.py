@@ -42,9 +42,7 @@ def guarded(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MangacolorError as exc:
-            console.print(
-                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True
-            )
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]

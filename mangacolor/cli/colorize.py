@@ -16,9 +16,7 @@ from mangacolor.imageio import read_image
 @guarded
 def colorize(
     input: Annotated[Path, typer.Argument(help="A page, or a folder of pages (searched recursively).")],
-    output: Annotated[
-        Path, typer.Argument(help="Output folder (mirrors the input tree), or file for one page.")
-    ],
+    output: Annotated[Path, typer.Argument(help="Output folder (mirrors the input tree), or file for one page.")],
     model: Annotated[
         Path | None,
         typer.Option("--model", "-m", help="Checkpoint (.safetensors); default: the model in assets/."),
@@ -31,9 +29,7 @@ def colorize(
     ] = None,
     merge: Annotated[
         str,
-        typer.Option(
-            help="luma: keep the page's own full-resolution luminance; none: the network's RGB resized."
-        ),
+        typer.Option(help="luma: keep the page's own full-resolution luminance; none: the network's RGB resized."),
     ] = "luma",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     half: Annotated[
@@ -53,9 +49,7 @@ def colorize(
     output_format: Annotated[str, typer.Option("--format", help="same, png, jpg or webp.")] = "same",
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG / WebP quality.")] = 95,
     io_workers: Annotated[int, typer.Option(min=1, help="Threads decoding and encoding pages.")] = 2,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,
 ) -> None:
     """Colorize greyscale pages or line art; the result keeps each page's full resolution."""
     from mangacolor.inference import FolderOptions, Translator, default_model_path, run_folder
@@ -64,9 +58,7 @@ def colorize(
     if model is None and not ckpt.exists():
         raise MangacolorError(f"{ckpt}: the default model is missing; pass --model CHECKPOINT")
     ref = read_image(reference, mode="RGB") if reference is not None else None
-    translator = Translator.from_checkpoint(
-        ckpt, device=device, size=size, merge=merge, half=half, reference=ref
-    )
+    translator = Translator.from_checkpoint(ckpt, device=device, size=size, merge=merge, half=half, reference=ref)
     if translator.info.task != "colorize":
         raise MangacolorError(f"{ckpt}: a {translator.info.task} model, not a colorizer")
     options = FolderOptions(

@@ -40,9 +40,7 @@ def models(
     specs = list_models()
     if as_json:
         typer.echo(
-            json.dumps(
-                [{"name": s.name, "task": s.task, "description": s.description} for s in specs], indent=2
-            )
+            json.dumps([{"name": s.name, "task": s.task, "description": s.description} for s in specs], indent=2)
         )
         return
     table = Table(title="registered architectures")

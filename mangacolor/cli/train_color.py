@@ -29,14 +29,16 @@ def train_color(
     width: Annotated[int | None, typer.Option(help="Generator base width (channels of the first layer).")] = None,
     depth: Annotated[int | None, typer.Option(help="U-Net depth (stride-2 levels).")] = None,
     model_config: Annotated[
-        str | None, typer.Option(help='Other generator config fields as JSON, e.g. \'{"num_outputs": 4}\'.')
+        str | None, typer.Option(help="Other generator config fields as JSON, e.g. '{\"num_outputs\": 4}'.")
     ] = None,
     disc: Annotated[str, typer.Option(help=f"Discriminator: {_names('discriminator')}.")] = "patchgan",
     d_width: Annotated[int | None, typer.Option(help="Discriminator base width.")] = None,
     input_kind: Annotated[
         str, typer.Option("--input", help="Inputs made from colour images: luma, lines or mix.")
     ] = "luma",
-    lines_method: Annotated[str, typer.Option(help="Line method for --input lines/mix: blur, sketch, xdog.")] = "sketch",
+    lines_method: Annotated[
+        str, typer.Option(help="Line method for --input lines/mix: blur, sketch, xdog.")
+    ] = "sketch",
     input_dir: Annotated[
         Path | None, typer.Option(help="Folder of greyscale inputs paired by name with DATA (e.g. scans).")
     ] = None,

@@ -66,9 +66,7 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name].cls.__name__}")
         doc = (cls.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelSpec(
-            name, cls, config_cls, task, doc[0] if doc else "", dict(toy or {}), toy_size
-        )
+        _REGISTRY[name] = ModelSpec(name, cls, config_cls, task, doc[0] if doc else "", dict(toy or {}), toy_size)
         cls.arch_name = name
         return cls
 

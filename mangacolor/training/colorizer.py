@@ -148,13 +148,6 @@ class _TrainForward(nn.Module):
         return {"output": self.generator(x)}
 
 
-def _last(pred: Any) -> list[torch.Tensor]:
-    """Discriminator output(s): a tensor, or per-scale lists whose last element is the prediction."""
-    if isinstance(pred, torch.Tensor):
-        return [pred]
-    return [p[-1] if isinstance(p, (list, tuple)) else p for p in pred]
-
-
 def _chunk2(pred: Any) -> tuple[Any, Any]:
     """Split a discriminator output computed on cat([real, fake]) into the two halves."""
     if isinstance(pred, torch.Tensor):
@@ -208,7 +201,9 @@ class ColorizerTask:
             if cfg.gan_loss == "wgan-gp":
                 d_overrides.setdefault("norm", "none")  # batch norm breaks the per-sample gradient penalty
             d_cfg = build_config(cfg.discriminator_arch, d_overrides)
-            self.discriminator = create_model(cfg.discriminator_arch, build_config(cfg.discriminator_arch, d_cfg, in_channels=in_ch))
+            self.discriminator = create_model(
+                cfg.discriminator_arch, build_config(cfg.discriminator_arch, d_cfg, in_channels=in_ch)
+            )
         except (TypeError, ValueError) as exc:
             raise MangacolorError(str(exc)) from None
         self.size_multiple = int(getattr(self.generator, "size_multiple", 1))
@@ -283,7 +278,7 @@ class ColorizerTask:
         cfg = self.cfg
         if size % self.size_multiple:
             raise MangacolorError(
-                f"training size {size} must be a multiple of {self.size_multiple} for {cfg.arch} with this config"
+                f"training size {size} must be a multiple of {self.size_multiple} for this {cfg.arch}"
             )
         return ColorizationDataset(
             source,

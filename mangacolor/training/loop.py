@@ -170,7 +170,9 @@ def parse_stages(stages: str | list[int] | None, default: int) -> list[int]:
         try:
             values = [int(s) for s in stages.split(",") if s.strip()]
         except ValueError:
-            raise MangacolorError(f"--stages must be sizes separated by commas, e.g. 64,128,256. Got {stages!r}") from None
+            raise MangacolorError(
+                f"--stages must be sizes separated by commas, e.g. 64,128,256. Got {stages!r}"
+            ) from None
     else:
         values = list(stages)
     if not values or any(v <= 0 for v in values):

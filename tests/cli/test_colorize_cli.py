@@ -36,9 +36,7 @@ def test_colorize_writes_paths_on_stdout_and_resumes(pages, tmp_path, toy_checkp
 
 def test_colorize_failure_exit_code_and_summary(pages, tmp_path, toy_checkpoint):
     (pages / "[ch1]_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    result = runner.invoke(
-        app, ["colorize", str(pages), str(tmp_path / "o"), "-m", str(toy_checkpoint), "--json"]
-    )
+    result = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "o"), "-m", str(toy_checkpoint), "--json"])
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
     assert summary["done"] == 2 and summary["failed"] == 1
@@ -65,9 +63,7 @@ def test_colorize_options(pages, tmp_path, toy_checkpoint):
 
 
 def test_colorize_missing_input(tmp_path, toy_checkpoint):
-    result = runner.invoke(
-        app, ["colorize", str(tmp_path / "nope"), str(tmp_path / "o"), "-m", str(toy_checkpoint)]
-    )
+    result = runner.invoke(app, ["colorize", str(tmp_path / "nope"), str(tmp_path / "o"), "-m", str(toy_checkpoint)])
     assert result.exit_code == 2 and "no such file" in result.stderr
 
 
