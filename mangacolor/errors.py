@@ -9,31 +9,25 @@ class MangacolorError(Exception):
     """Base class for every expected failure (bad input, missing weights, bad checkpoint)."""
 
 
-class ImageReadError(MangacolorError):
+class FileError(MangacolorError):
+    """A failure tied to one file: the message is ``"<path>: <reason>"`` on one line."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class ImageReadError(FileError):
     """An image file could not be read or decoded."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
-
-class ImageWriteError(MangacolorError):
+class ImageWriteError(FileError):
     """An image file could not be written."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
-
-class CheckpointError(MangacolorError):
+class CheckpointError(FileError):
     """A checkpoint is missing, truncated, of an unknown architecture or otherwise unusable."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
 
 class WeightsNotFoundError(MangacolorError):
