@@ -1,6 +1,6 @@
 """Architectures. Importing this package registers every model family."""
 
-from mangacolor.models import patchgan, unet  # noqa: F401  (registration side effects)
+from mangacolor.models import patchgan, resnet_gen, unet  # noqa: F401  (registration side effects)
 from mangacolor.models.registry import (
     ModelSpec,
     build_config,
