@@ -307,3 +307,110 @@ class ColorizationDataset(Dataset):
             ref = ref[::-1]
         ref = np.rot90(ref, int(rng.integers(0, 4)))
         return cv2.resize(np.ascontiguousarray(ref), (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+
+# ----------------------------------------------------------------------------- unpaired (scan generator)
+
+
+class _ImageFolder:
+    """The readable images of one folder, decoded once (``cache``) or on every access."""
+
+    def __init__(self, root: str | Path, mode: str, load_size: int | None, cache: bool | None) -> None:
+        self.root, self.mode, self.load_size = Path(root), mode, load_size
+        if not self.root.exists():
+            raise MangacolorError(f"{self.root}: no such file or directory")
+        self.files = list(list_images(self.root))
+        if not self.files:
+            raise MangacolorError(f"{self.root}: no images found (.png, .jpg, .webp, .bmp, .tif)")
+        self._cache: list[np.ndarray] | None = None
+        if cache if cache is not None else len(self.files) <= AUTO_CACHE_MAX_FILES:
+            self._cache = []
+            for path in self.files:
+                try:
+                    self._cache.append(self._decode(path))
+                except ImageReadError as exc:
+                    log.warning("skipped unreadable training image: %s", exc)
+            if not self._cache:
+                raise MangacolorError(f"{self.root}: none of the {len(self.files)} images could be read")
+
+    def _decode(self, path: Path) -> np.ndarray:
+        image = read_image(path, mode=self.mode)
+        return resize_long_side(image, self.load_size) if self.load_size else image
+
+    def __len__(self) -> int:
+        return len(self._cache) if self._cache is not None else len(self.files)
+
+    def get(self, index: int) -> np.ndarray:
+        if self._cache is not None:
+            return self._cache[index]
+        n = len(self.files)
+        for attempt in range(n):  # an unreadable file is logged and replaced by the next one
+            try:
+                return self._decode(self.files[(index + attempt) % n])
+            except ImageReadError as exc:
+                log.warning("skipping unreadable training image: %s", exc)
+        raise MangacolorError(f"{self.root}: no readable training images")
+
+
+class UnpairedDataset(Dataset):
+    """Unpaired training items for the scan generator (CycleGAN): a scan crop and a colour crop.
+
+    The two folders are not matched in any way: item ``(epoch, index)`` draws one scan and one
+    colour image independently and uniformly (with replacement) from a generator seeded by
+    ``(seed, epoch, index)``, then a random square crop (and flip) of each. The epoch length is
+    given explicitly rather than taken as the larger folder's size (the reference CycleGAN's
+    ``max(len(A), len(B))``), so the schedule does not change when one folder grows.
+
+    Args:
+        scans: folder of greyscale scans (colour files are read as their luma).
+        colors: folder of colour images.
+        size: side of the square crops.
+        epoch_length: items per epoch.
+        seed: seeds every item's random choices with (seed, epoch, index).
+        load_size: long side images are resized to before cropping (``None``: as stored).
+        flip: random horizontal flips (independent for the two crops).
+        cache: keep decoded images in memory (``None``: for folders up to 5000 files).
+
+    Items are dicts with ``scan`` float (1, S, S) and ``color`` float (3, S, S), in [-1, 1].
+    """
+
+    def __init__(
+        self,
+        scans: str | Path,
+        colors: str | Path,
+        size: int,
+        epoch_length: int = 1000,
+        seed: int = 0,
+        load_size: int | None = None,
+        flip: bool = True,
+        cache: bool | None = None,
+    ) -> None:
+        if epoch_length < 1:
+            raise MangacolorError(f"epoch length must be at least 1. Got {epoch_length}")
+        self.scans = _ImageFolder(scans, "L", load_size, cache)
+        self.colors = _ImageFolder(colors, "RGB", load_size, cache)
+        self.size, self.epoch_length, self.seed, self.flip = size, epoch_length, seed, flip
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+    def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        s = self.size
+        image = ensure_min_side(image, s)
+        h, w = image.shape[:2]
+        top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        crop = image[top : top + s, left : left + s]
+        if self.flip and rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        return np.ascontiguousarray(crop)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
+        from mangacolor.training.loop import item_rng
+
+        rng = item_rng(self.seed, key)
+        scan = self.scans.get(int(rng.integers(len(self.scans))))
+        color = self.colors.get(int(rng.integers(len(self.colors))))
+        return {
+            "scan": to_tensor(self._crop(scan, rng))[0],  # (1, S, S)
+            "color": to_tensor(self._crop(color, rng))[0],  # (3, S, S)
+        }
