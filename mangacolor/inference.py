@@ -72,7 +72,7 @@ class Translator:
         info: its checkpoint metadata.
         device: where to run.
         size: working resolution (long side); ``None`` uses the size the model was trained at
-            (checkpoint provenance ``working_size``) or 512.
+            (checkpoint provenance ``working_size``) or 512; 0 runs at each page's own resolution.
         merge: ``luma`` keeps the page's own luminance at full resolution and takes only the
             chroma from the network (colorizers only); ``none`` returns the network's output resized.
         half: run in float16 (CUDA only).
@@ -98,8 +98,10 @@ class Translator:
         if self.half:
             self.model.half()
         self.multiple = int(getattr(model, "size_multiple", 1))
-        size = size or int(info.provenance.get("working_size") or DEFAULT_SIZE)
-        if size < self.multiple:
+        if size is None:  # the scale the model was trained at; 0 means each page's own resolution
+            stored = info.provenance.get("working_size")
+            size = DEFAULT_SIZE if stored is None else int(stored)
+        if 0 < size < self.multiple:
             raise MangacolorError(f"--size {size} is smaller than this model's size multiple {self.multiple}")
         self.size = size
         self.in_channels = int(getattr(model.config, "in_channels", 1))
@@ -148,9 +150,13 @@ class Translator:
             else (image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))
         )
         h, w = full.shape[:2]
-        scale = self.size / max(h, w)
+        scale = self.size / max(h, w) if self.size else 1.0  # size 0: full resolution
         rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
-        small = cv2.resize(full, (rw, rh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        small = (
+            full
+            if (rh, rw) == (h, w)
+            else cv2.resize(full, (rw, rh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        )
         m = self.multiple
         ph, pw = -rh % m, -rw % m
         if ph or pw:
