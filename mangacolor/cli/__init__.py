@@ -29,11 +29,13 @@ def _root(
 
 
 def _register() -> None:
-    from mangacolor.cli import colorize, models, train_color
+    from mangacolor.cli import colorize, models, scan, train_color, train_scan
 
     colorize.register(app)
     train_color.register(app)
     models.register(app)
+    train_scan.register(app)
+    scan.register(app)
 
 
 _register()

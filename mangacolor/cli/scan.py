@@ -1,0 +1,80 @@
+"""``mangacolor scan``: turn colour images into synthetic greyscale scans with a trained scan generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mangacolor.cli._common import console, exit_for, guarded, make_progress, print_summary
+from mangacolor.errors import MangacolorError
+
+
+@guarded
+def scan(
+    model: Annotated[Path, typer.Argument(help="Scan generator checkpoint (.safetensors from train-scan).")],
+    input: Annotated[Path, typer.Argument(help="A colour image, or a folder of them (searched recursively).")],
+    output: Annotated[Path, typer.Argument(help="Output folder (mirrors the input tree), or file for one image.")],
+    size: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Working resolution (long side), output upsampled to full size; 0: each image's own "
+            "resolution. Default: the scale the model was trained at.",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    half: Annotated[
+        bool | None, typer.Option("--half/--no-half", help="float16 on the GPU (default: on for CUDA).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass (equal shapes are grouped).")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Redo images whose output exists.")] = False,
+    output_format: Annotated[str, typer.Option("--format", help="same, png, jpg or webp.")] = "same",
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG / WebP quality.")] = 95,
+    io_workers: Annotated[int, typer.Option(min=1, help="Threads decoding and encoding images.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,
+) -> None:
+    """Write a greyscale "scan" of every colour image, with the same name, at full resolution.
+
+    The outputs pair by name with their colour originals: `train-color COLOR RUN --input-dir OUT`.
+    """
+    from mangacolor.inference import FolderOptions, Translator, run_folder
+
+    translator = Translator.from_checkpoint(model, device=device, size=size, merge="none", half=half)
+    if translator.info.task != "scan":
+        raise MangacolorError(f"{model}: a {translator.info.task} model, not a scan generator (train-scan)")
+    options = FolderOptions(
+        overwrite=overwrite,
+        output_format=output_format,
+        quality=quality,
+        batch_size=batch_size,
+        io_workers=io_workers,
+        copy_color=False,
+    )
+    where = f"working size {translator.size}" if translator.size else "full resolution"
+    console.print(
+        f"model {model} ({translator.info.arch}), device {translator.device}"
+        f"{' fp16' if translator.half else ''}, {where}",
+        highlight=False,
+    )
+    with make_progress() as progress:
+        task = progress.add_task("scan", total=None, status="")
+
+        def on_result(result) -> None:
+            progress.advance(task)
+            if not as_json:
+                for out in result.outputs:
+                    typer.echo(out)
+
+        report = run_folder(translator, input, output, options, on_result=on_result)
+    print_summary(report, "scan")
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    exit_for(report)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("scan")(scan)
