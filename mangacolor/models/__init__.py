@@ -1,6 +1,14 @@
 """Architectures. Importing this package registers every model family."""
 
-from mangacolor.models import patchgan, resnet_gen, unet  # noqa: F401  (registration side effects)
+from mangacolor.models import (  # noqa: F401  (registration side effects)
+    attention_unet,
+    patchgan,
+    reference_unet,
+    resnet_gen,
+    resnet_unet,
+    sgru,
+    unet,
+)
 from mangacolor.models.registry import (
     ModelSpec,
     build_config,
