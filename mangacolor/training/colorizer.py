@@ -210,6 +210,7 @@ class ColorizerTask:
         self.needs_reference = bool(getattr(self.generator, "needs_reference", False))
         self.num_outputs = int(getattr(self.generator, "num_outputs", 1))
         self._setup_encoder()
+        self._setup_style()
         device = ctx.device
         self.generator.to(device)
         self.discriminator.to(device)
@@ -234,7 +235,7 @@ class ColorizerTask:
         self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.gan = GANLoss(cfg.gan_loss)
-        self.perceptual = self._perceptual() if cfg.perceptual_weight > 0 or self.num_outputs > 1 else None
+        self.perceptual = self._feature_loss()
         if self.perceptual is not None:
             self.perceptual.to(device)
         self.feature_matching = None
@@ -248,6 +249,8 @@ class ColorizerTask:
         has_encoder = hasattr(self.generator, "encoder")
         if cfg.encoder_weights and not has_encoder:
             raise MangacolorError(f"--encoder-weights needs an encoder architecture; {cfg.arch} has none")
+        if cfg.freeze_encoder and not has_encoder:
+            raise MangacolorError(f"--freeze-encoder needs an encoder architecture; {cfg.arch} has none")
         if not has_encoder:
             return
         from mangacolor.models import resnet_unet
@@ -259,6 +262,46 @@ class ColorizerTask:
             log.warning("no --encoder-weights given: the %s encoder trains from scratch", cfg.arch)
         if cfg.freeze_encoder:
             resnet_unet.freeze_encoder(self.generator)
+
+    def _setup_style(self) -> None:
+        """Reference models: copy pretrained VGG16 weights into the style encoder (stored in the checkpoint)."""
+        if not hasattr(self.generator, "load_style_features"):
+            return
+        from mangacolor.errors import WeightsNotFoundError
+        from mangacolor.losses import load_vgg16_features
+        from mangacolor.models.blocks import VGG16_WIDTHS
+
+        if tuple(self.generator.config.style_widths) != VGG16_WIDTHS:
+            log.info("style_widths are not VGG16's: the style encoder stays random")
+            return
+        try:
+            features = load_vgg16_features(self.cfg.vgg_weights)
+        except WeightsNotFoundError as exc:
+            if self.cfg.vgg_weights:
+                raise
+            if self._is_main():
+                log.warning("%s; the style encoder of %s stays random (frozen)", exc, self.cfg.arch)
+            return
+        self.generator.load_style_features(features)
+        log.info("style encoder initialised with VGG16 weights")
+
+    def _feature_loss(self) -> nn.Module | None:
+        """The VGG (+ anime) feature loss when asked for, or when the SGRU's collection loss can use it."""
+        cfg = self.cfg
+        if cfg.perceptual_weight > 0:
+            return self._perceptual()
+        if self.num_outputs <= 1:
+            return None
+        from mangacolor.errors import WeightsNotFoundError
+
+        try:
+            return self._perceptual()
+        except WeightsNotFoundError as exc:
+            if cfg.vgg_weights or cfg.anime_weights:
+                raise
+            if self._is_main():
+                log.warning("%s; the collection loss of %s uses pixels only", exc, cfg.arch)
+            return None
 
     def _is_main(self) -> bool:
         return getattr(self, "ctx", None) is None or self.ctx.is_main
