@@ -1,0 +1,268 @@
+"""Border removal: detect and cut uniform black or white padding around an image.
+
+Danbooru's 512px subset letterboxes every non-square image in black to 512x512; scans and
+screenshots often carry white or black margins. A row (column) at the edge counts as padding when
+at most ``outlier_fraction`` of its pixels differ from pure black (white) by more than ``tolerance``
+in any channel, which survives JPEG noise. When the original width and height are known (Danbooru
+metadata), the letterbox geometry is computed exactly instead, so dark or white content at the
+image's own edge is never eaten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from mangacolor.report import BatchReport, FileResult
+
+if TYPE_CHECKING:
+    from mangacolor.prepare.runner import RunOptions
+
+BORDER_COLORS = ("both", "black", "white")
+
+
+class TooSmall(Exception):
+    """The cropped image is smaller than the minimum size (the stage skips it)."""
+
+
+def _channel_extremes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel max and min over channels, ``uint8`` (H, W) each."""
+    if image.ndim == 2:
+        return image, image
+    c0, c1, c2 = cv2.split(image)
+    return cv2.max(cv2.max(c0, c1), c2), cv2.min(cv2.min(c0, c1), c2)
+
+
+def _run_length(bad_fraction: np.ndarray, outlier_fraction: float) -> int:
+    """How many leading entries are padding (bad fraction <= outlier_fraction)."""
+    ok = bad_fraction <= outlier_fraction
+    if ok.all():
+        return len(ok)
+    return int(np.argmin(ok))
+
+
+def detect_borders(
+    image: np.ndarray, color: str = "both", tolerance: int = 24, outlier_fraction: float = 0.01
+) -> tuple[int, int, int, int]:
+    """Find the content box inside uniform black / white padding.
+
+    Args:
+        image: ``uint8`` (H, W) or (H, W, 3).
+        color: which padding to remove: ``black``, ``white`` or ``both`` (each side decides by
+            its outermost line).
+        tolerance: largest per-channel difference from pure black / white still counted as padding.
+        outlier_fraction: share of pixels in a padding line allowed to exceed ``tolerance``.
+
+    Returns:
+        ``(top, bottom, left, right)`` so that ``image[top:bottom, left:right]`` is the content;
+        the whole image when it is all padding.
+    """
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(f"expected uint8 (H, W) or (H, W, 3). Got {image.dtype} {image.shape}")
+    if color not in BORDER_COLORS:
+        raise ValueError(f"color must be one of {BORDER_COLORS}. Got {color!r}")
+    h, w = image.shape[:2]
+    top, bottom, left, right = 0, h, 0, w
+    while True:  # peel layers: a black letterbox around white margins takes two rounds with "both"
+        inner = _detect_once(image[top:bottom, left:right], color, tolerance, outlier_fraction)
+        if inner is None:
+            return top, bottom, left, right
+        dt, db, dl, dr = inner
+        top, bottom, left, right = top + dt, top + db, left + dl, left + dr
+        if color != "both":
+            return top, bottom, left, right
+
+
+def _detect_once(
+    image: np.ndarray, color: str, tolerance: int, outlier_fraction: float
+) -> tuple[int, int, int, int] | None:
+    """One round of :func:`detect_borders`; ``None`` when nothing (or everything) is padding."""
+    h, w = image.shape[:2]
+    hi, lo = _channel_extremes(image)
+    masks = []
+    if color in ("both", "black"):
+        masks.append(hi > tolerance)  # (H, W): not black
+    if color in ("both", "white"):
+        masks.append(lo < 255 - tolerance)  # (H, W): not white
+    best = (0, h, 0, w)
+    for not_pad in masks:
+        rows = not_pad.mean(axis=1)  # (H,) share of non-padding pixels per row
+        cols = not_pad.mean(axis=0)  # (W,)
+        box = (
+            _run_length(rows, outlier_fraction),
+            h - _run_length(rows[::-1], outlier_fraction),
+            _run_length(cols, outlier_fraction),
+            w - _run_length(cols[::-1], outlier_fraction),
+        )
+        best = _per_side_max(best, box)
+    top, bottom, left, right = best
+    if bottom <= top or right <= left or best == (0, h, 0, w):
+        return None  # all padding (nothing sensible to cut) or no padding
+    return best
+
+
+def _per_side_max(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The tighter box on every side (each side takes whichever padding colour is wider)."""
+    return max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
+
+
+def letterbox_box(shape: tuple[int, int], original_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Content box of an image letterboxed to a square from a known original size.
+
+    Danbooru's 512px subset shrinks the long side to the square's side and centres the image.
+
+    Args:
+        shape: ``(H, W)`` of the letterboxed image.
+        original_size: ``(width, height)`` of the original post.
+
+    Returns:
+        ``(top, bottom, left, right)``, or ``None`` when ``shape`` is not such a letterbox of
+        that original (not square, or the aspect ratios already agree).
+    """
+    h, w = shape
+    ow, oh = original_size
+    if h != w or ow <= 0 or oh <= 0 or ow == oh:
+        return None
+    scale = h / max(ow, oh)
+    cw, ch = max(1, round(ow * scale)), max(1, round(oh * scale))
+    if (cw, ch) == (w, h):
+        return None
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return top, top + ch, left, left + cw
+
+
+def resize_long_side_area(image: np.ndarray, size: int) -> np.ndarray:
+    """Shrink so that the long side is at most ``size`` (area interpolation, aspect kept; never enlarges)."""
+    h, w = image.shape[:2]
+    if max(h, w) <= size:
+        return image
+    scale = size / max(h, w)
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """Settings of ``prepare crop`` (picklable for worker processes).
+
+    Attributes:
+        color: padding colour to remove: ``both``, ``black`` or ``white``.
+        tolerance: see :func:`detect_borders`.
+        outlier_fraction: see :func:`detect_borders`.
+        min_size: images whose short side is below this after cropping are dropped (0: keep all).
+        size: shrink the long side to this (area interpolation); ``None`` keeps the size.
+    """
+
+    color: str = "both"
+    tolerance: int = 24
+    outlier_fraction: float = 0.01
+    min_size: int = 0
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.color not in BORDER_COLORS:
+            raise ValueError(f"color must be one of {BORDER_COLORS}. Got {self.color!r}")
+        if not 0 <= self.tolerance < 255:
+            raise ValueError(f"tolerance must be in [0, 255). Got {self.tolerance}")
+        if self.size is not None and self.size < 1:
+            raise ValueError(f"size must be >= 1. Got {self.size}")
+
+
+def crop_image(
+    image: np.ndarray, config: CropConfig = CropConfig(), original_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Remove padding, check the minimum size, optionally shrink.
+
+    Args:
+        image: ``uint8`` (H, W) or (H, W, 3).
+        config: crop settings.
+        original_size: ``(width, height)`` of the un-letterboxed original, when known: the
+            letterbox geometry is then used instead of detection.
+
+    Returns:
+        The cropped (and possibly shrunk) image; a view of ``image`` when nothing was resized.
+
+    Raises:
+        TooSmall: the short side after cropping is below ``config.min_size``.
+    """
+    box = letterbox_box(image.shape[:2], original_size) if original_size else None
+    if box is None:
+        box = detect_borders(image, config.color, config.tolerance, config.outlier_fraction)
+    top, bottom, left, right = box
+    out = image[top:bottom, left:right]
+    h, w = out.shape[:2]
+    if min(h, w) < config.min_size:
+        raise TooSmall(f"{w}x{h} after cropping, below --min-size {config.min_size}")
+    if config.size is not None:
+        out = resize_long_side_area(out, config.size)
+    return out
+
+
+# ----------------------------------------------------------------------------- folder stage
+
+
+@dataclass(frozen=True)
+class _CropTransform:
+    config: CropConfig
+
+    def __call__(self, image: np.ndarray, original_size: tuple[int, int] | None) -> np.ndarray:
+        from mangacolor.prepare.runner import SkipImage
+
+        try:
+            return crop_image(image, self.config, original_size)
+        except TooSmall as exc:
+            raise SkipImage(str(exc)) from None
+
+
+def load_original_sizes(metadata: list[Path]) -> dict[int, tuple[int, int]]:
+    """Post id -> original ``(width, height)`` from Danbooru metadata or a ``prepare filter`` manifest.
+
+    Lines without an id or a size are ignored. Memory: one small entry per post.
+    """
+    from mangacolor.prepare.danbooru import read_metadata
+
+    sizes: dict[int, tuple[int, int]] = {}
+    for line in read_metadata(metadata):
+        post = line.post
+        if post is not None and post.width and post.height:
+            sizes[post.id] = (post.width, post.height)
+    return sizes
+
+
+def crop_folder(
+    input_root: str | Path,
+    output_root: str | Path,
+    config: CropConfig = CropConfig(),
+    options: RunOptions | None = None,
+    output_format: str = "same",
+    quality: int = 95,
+    metadata: list[Path] | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+) -> BatchReport:
+    """``prepare crop``: remove borders from every image under ``input_root`` into ``output_root``.
+
+    Args:
+        input_root: folder (searched recursively) or one image.
+        output_root: output folder; the input tree is mirrored.
+        config: crop settings.
+        options: workers, shard, overwrite.
+        output_format: ``same``, ``png``, ``jpg`` or ``webp``.
+        quality: JPEG / WebP quality.
+        metadata: Danbooru metadata or a ``prepare filter`` manifest: images named ``<id>.<ext>``
+            use the post's original size to undo the letterbox exactly.
+        on_result: called with each file's outcome.
+    """
+    from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, run_jobs
+
+    sizes = load_original_sizes(metadata) if metadata else {}
+
+    def original_size(path: Path) -> tuple[int, int] | None:
+        return sizes.get(int(path.stem)) if path.stem.isdigit() else None
+
+    jobs = image_jobs(input_root, output_root, output_format, payload=original_size if sizes else None)
+    task = ImageTask(_CropTransform(config), read_mode=None, quality=quality, pass_payload=True)
+    return run_jobs(jobs, task, options or RunOptions(), on_result)

@@ -1,0 +1,297 @@
+"""The folder driver every ``prepare`` stage shares.
+
+A stage is a stream of :class:`Job` (one input file, the files it will write, a picklable
+payload) and a picklable task ``Job -> FileResult``. :func:`run_jobs`:
+
+* keeps only the jobs of this machine's shard (``--shard i/n``: a stable hash of the job's key,
+  so shards partition the files whatever the listing order or the number of workers);
+* skips jobs whose outputs all exist (unless ``overwrite``), so an interrupted run re-run
+  finishes the job;
+* runs the rest in a process pool, a few chunks in flight at a time: memory does not grow with
+  the number of files, and results come back in input order, so reports and manifests are the
+  same for any number of workers;
+* turns any exception of a task into a ``failed`` result naming the file: a batch never stops.
+
+Tasks write through :func:`mangacolor.imageio.write_image` / ``atomic_write_bytes`` (temporary
+file + rename), so a killed run never leaves a half-written output that a re-run would skip.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from multiprocessing.pool import AsyncResult
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mangacolor.errors import FileError, MangacolorError
+from mangacolor.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_image
+from mangacolor.report import BatchReport, FileResult
+
+OUTPUT_FORMATS = ("same", "png", "jpg", "webp")
+
+
+def default_workers() -> int:
+    """All the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` (1 <= i <= n) to ``(i, n)``; ``None`` is the whole job ``(1, 1)``.
+
+    Raises:
+        MangacolorError: not of the form i/n.
+    """
+    if text is None or text == "":
+        return 1, 1
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise MangacolorError(f"--shard must look like i/n, e.g. 1/4. Got {text!r}") from None
+    if n < 1 or not 1 <= i <= n:
+        raise MangacolorError(f"--shard i/n needs 1 <= i <= n. Got {text!r}")
+    return i, n
+
+
+def shard_of(key: str, count: int) -> int:
+    """The shard (1..count) a job key belongs to: a stable hash, the same on every machine."""
+    if count == 1:
+        return 1
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count + 1
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a stage runs (the options every ``prepare`` subcommand shares).
+
+    Attributes:
+        workers: worker processes (``None``: all cores; 1 runs in this process).
+        shard: ``(i, n)``: process only the i-th of n shards of the input.
+        overwrite: redo jobs whose outputs already exist.
+        chunksize: jobs sent to a worker at a time.
+    """
+
+    workers: int | None = None
+    shard: tuple[int, int] = (1, 1)
+    overwrite: bool = False
+    chunksize: int = 8
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise MangacolorError(f"--workers must be >= 1. Got {self.workers}")
+        i, n = self.shard
+        if n < 1 or not 1 <= i <= n:
+            raise MangacolorError(f"--shard i/n needs 1 <= i <= n. Got {i}/{n}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work.
+
+    Attributes:
+        source: the input file (reported in results).
+        outputs: the files the job writes; when all exist the job is skipped.
+        key: stable name for sharding (the input's path relative to the input folder).
+        payload: anything else the task needs (picklable).
+    """
+
+    source: str
+    outputs: tuple[str, ...]
+    key: str
+    payload: Any = None
+
+
+Task = Callable[[Job], FileResult]
+
+
+def _failure(job: Job, exc: BaseException) -> FileResult:
+    if isinstance(exc, FileError):
+        same = str(exc.path) == job.source
+        return FileResult(job.source, "failed", exc.reason if same else str(exc))
+    if isinstance(exc, MangacolorError):
+        return FileResult(job.source, "failed", str(exc))
+    if isinstance(exc, MemoryError):
+        return FileResult(job.source, "failed", "out of memory")
+    return FileResult(job.source, "failed", f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def run_task(task: Task, job: Job) -> FileResult:
+    """Run one job; any exception becomes a ``failed`` result."""
+    try:
+        return task(job)
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
+        return _failure(job, exc)
+
+
+def _run_chunk(task: Task, jobs: list[Job]) -> list[FileResult]:
+    return [run_task(task, job) for job in jobs]
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would only compete
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def iter_results(
+    jobs: Iterable[Job], task: Task, options: RunOptions = RunOptions()
+) -> Iterator[tuple[Job, FileResult]]:
+    """Run ``task`` over the jobs of this shard; yield ``(job, result)`` in input order.
+
+    Jobs whose outputs exist are ``skipped`` (reason "output exists") unless ``options.overwrite``.
+    """
+    shard_index, shard_count = options.shard
+
+    def chunks() -> Iterator[list[tuple[Job, FileResult | None]]]:
+        mine = (j for j in jobs if shard_of(j.key, shard_count) == shard_index)
+        while True:
+            chunk = list(islice(mine, options.chunksize))
+            if not chunk:
+                return
+            yield [
+                (j, None if options.overwrite or not all(os.path.exists(o) for o in j.outputs) else _exists(j))
+                for j in chunk
+            ]
+
+    workers = options.workers or default_workers()
+    if workers == 1:
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # the same per-process setting as the pool workers
+        try:
+            for chunk in chunks():
+                for job, done in chunk:
+                    yield job, done or run_task(task, job)
+        finally:
+            cv2.setNumThreads(threads)
+        return
+
+    pool = _pool_context().Pool(workers, initializer=_init_worker)
+    try:
+        pending: collections.deque[tuple[list[tuple[Job, FileResult | None]], AsyncResult | None]] = collections.deque()
+        source = chunks()
+
+        def submit() -> bool:
+            chunk = next(source, None)
+            if chunk is None:
+                return False
+            todo = [j for j, r in chunk if r is None]
+            pending.append((chunk, pool.apply_async(_run_chunk, (task, todo)) if todo else None))
+            return True
+
+        for _ in range(2 * workers):  # a bounded window of chunks in flight
+            if not submit():
+                break
+        while pending:
+            chunk, future = pending.popleft()
+            computed = iter(future.get() if future is not None else ())
+            submit()
+            for job, done in chunk:
+                yield job, done or next(computed)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _exists(job: Job) -> FileResult:
+    return FileResult(job.source, "skipped", "output exists", list(job.outputs))
+
+
+def run_jobs(
+    jobs: Iterable[Job],
+    task: Task,
+    options: RunOptions = RunOptions(),
+    on_result: Callable[[FileResult], None] | None = None,
+) -> BatchReport:
+    """Run a stage to the end and count the outcomes (see :func:`iter_results`)."""
+    report = BatchReport()
+    for _, result in iter_results(jobs, task, options):
+        report.add(result)
+        if on_result is not None:
+            on_result(result)
+    return report
+
+
+# ----------------------------------------------------------------------------- image-to-image stages
+
+
+class SkipImage(Exception):
+    """Raised by a transform for an input it deliberately leaves out (e.g. too small); not a failure."""
+
+
+def output_path(source: Path, input_root: Path, output_root: Path, output_format: str) -> Path:
+    """Where an input's result goes: the same relative path under ``output_root``, ending per ``output_format``."""
+    if output_format not in OUTPUT_FORMATS:
+        raise MangacolorError(f"--format must be one of {OUTPUT_FORMATS}. Got {output_format!r}")
+    rel = source.relative_to(input_root) if input_root.is_dir() else Path(source.name)
+    if output_format != "same":
+        rel = rel.with_suffix("." + output_format)
+    return output_root / rel
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """Read an image, apply a transform, write the result (the task of ``crop`` and ``lines``).
+
+    Attributes:
+        transform: picklable ``uint8 array -> uint8 array``; may raise :class:`SkipImage`.
+        read_mode: ``RGB``, ``L`` or ``None`` (as stored), see :func:`mangacolor.imageio.read_image`.
+        quality: JPEG / WebP quality of the output.
+        pass_payload: call ``transform(image, job.payload)`` instead of ``transform(image)``.
+    """
+
+    transform: Callable[..., np.ndarray]
+    read_mode: str | None = "RGB"
+    quality: int = 95
+    pass_payload: bool = False
+
+    def __call__(self, job: Job) -> FileResult:
+        image = read_image(job.source, mode=self.read_mode)
+        try:
+            out = self.transform(image, job.payload) if self.pass_payload else self.transform(image)
+        except SkipImage as exc:
+            return FileResult(job.source, "skipped", str(exc))
+        write_image(job.outputs[0], np.ascontiguousarray(out), quality=self.quality)
+        return FileResult(job.source, "done", outputs=list(job.outputs))
+
+
+def check_output_root(input_root: Path, output_root: Path) -> None:
+    """Refuse an output folder that is, or lies inside, an input folder (the walk would find the outputs)."""
+    inp, out = input_root.resolve(), output_root.resolve()
+    if out == inp or inp in out.parents:
+        raise MangacolorError(f"{output_root}: the output folder must not be, or lie inside, the input {input_root}")
+
+
+def image_jobs(
+    input_root: str | Path,
+    output_root: str | Path,
+    output_format: str = "same",
+    payload: Callable[[Path], Any] | None = None,
+) -> Iterator[Job]:
+    """One job per image under ``input_root`` (lazily, sorted), writing the mirrored path under ``output_root``."""
+    input_root, output_root = Path(input_root), Path(output_root)
+    if output_format != "same" and "." + output_format not in IMAGE_EXTENSIONS:
+        raise MangacolorError(f"--format must be one of {OUTPUT_FORMATS}. Got {output_format!r}")
+    check_output_root(input_root, output_root)
+    for source in list_images(input_root):
+        out = output_path(source, input_root, output_root, output_format)
+        key = source.relative_to(input_root).as_posix() if input_root.is_dir() else source.name
+        yield Job(str(source), (str(out),), key, payload(source) if payload is not None else None)
