@@ -29,13 +29,14 @@ def _root(
 
 
 def _register() -> None:
-    from mangacolor.cli import colorize, models, scan, train_color, train_scan
+    from mangacolor.cli import colorize, evaluate, models, scan, train_color, train_scan
 
     colorize.register(app)
     train_color.register(app)
     models.register(app)
     train_scan.register(app)
     scan.register(app)
+    evaluate.register(app)
 
 
 _register()
