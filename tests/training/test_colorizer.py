@@ -1,0 +1,143 @@
+"""The colorizer trainer with every architecture at toy size: a few CPU steps each, the extras
+(collection loss, guide decoders, multi-scale D with feature matching, frozen encoder), and the
+trained checkpoints through ``colorize`` (``--candidates``, ``--reference``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from mangacolor.cli import app
+from mangacolor.color import luma
+from mangacolor.errors import MangacolorError, WeightsNotFoundError
+from mangacolor.imageio import write_image
+from mangacolor.models import get_spec
+from mangacolor.training.colorizer import ColorTrainConfig, train_colorizer
+from tests.conftest import drawing
+
+runner = CliRunner()
+
+
+def _config(color_folder, run, arch: str, **kw) -> ColorTrainConfig:
+    spec = get_spec(arch)
+    base = dict(
+        data=str(color_folder),
+        run_dir=str(run),
+        arch=arch,
+        model=dict(spec.toy),
+        discriminator={"base_width": 4},
+        steps=2,
+        crop_size=spec.toy_size,
+        batch_size=2,
+        log_every=1,
+        sample_every=0,
+        save_every=0,
+        device="cpu",
+    )
+    base.update(kw)
+    return ColorTrainConfig(**base)
+
+
+def _metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("arch", "loss_key"),
+    [
+        ("unet-attn", "loss_g_l1"),
+        ("resnet-unet", "loss_g_l1"),
+        ("sgru", "loss_collection"),
+        ("reference-unet", "loss_guides"),
+    ],
+)
+def test_each_architecture_trains(color_folder, tmp_path, arch, loss_key):
+    path = train_colorizer(_config(color_folder, tmp_path / "run", arch))
+    metrics = _metrics(tmp_path / "run")
+    assert len(metrics) == 2 and all(loss_key in m and "loss_d" in m for m in metrics)
+    assert all(torch.isfinite(torch.tensor(m[loss_key])) for m in metrics)
+    assert path.exists()
+
+
+def test_sgru_without_vgg_warns_and_trains_on_pixels(color_folder, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with caplog.at_level(logging.WARNING):
+        train_colorizer(_config(color_folder, tmp_path / "run", "sgru", steps=1))
+    assert "pixels only" in caplog.text and "--vgg-weights" in caplog.text
+
+
+def test_explicit_missing_vgg_weights_fail(color_folder, tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="nope.pth"):
+        train_colorizer(_config(color_folder, tmp_path / "run", "sgru", vgg_weights=str(tmp_path / "nope.pth")))
+    with pytest.raises(WeightsNotFoundError):
+        train_colorizer(
+            _config(color_folder, tmp_path / "r2", "unet-attn", perceptual_weight=1.0, vgg_weights=str(tmp_path / "x"))
+        )
+
+
+def test_multiscale_discriminator_with_feature_matching(color_folder, tmp_path):
+    cfg = _config(
+        color_folder,
+        tmp_path / "run",
+        "unet-attn",
+        discriminator_arch="patchgan-ms",
+        discriminator=dict(get_spec("patchgan-ms").toy),
+        feature_matching_weight=10.0,
+        gan_loss="hinge",
+    )
+    train_colorizer(cfg)
+    assert all(m["loss_g_fm"] > 0 for m in _metrics(tmp_path / "run"))
+
+
+def test_frozen_encoder_does_not_change(color_folder, tmp_path):
+    path = train_colorizer(_config(color_folder, tmp_path / "a", "resnet-unet", freeze_encoder=True, seed=3))
+    torch.manual_seed(3)
+    from mangacolor.models import create_model
+
+    fresh = create_model("resnet-unet", get_spec("resnet-unet").toy).state_dict()
+    trained = load_file(str(path))
+    encoder_keys = [k for k in trained if k.startswith("encoder.")]
+    assert encoder_keys and all(torch.equal(trained[k], fresh[k]) for k in encoder_keys)
+    assert not all(torch.equal(trained[k], fresh[k]) for k in trained if k.startswith("decoder."))
+
+
+def test_encoder_options_need_an_encoder(color_folder, tmp_path):
+    with pytest.raises(MangacolorError, match="--encoder-weights"):
+        train_colorizer(_config(color_folder, tmp_path / "r", "sgru", encoder_weights=str(tmp_path / "w.pth")))
+    with pytest.raises(MangacolorError, match="--freeze-encoder"):
+        train_colorizer(_config(color_folder, tmp_path / "r", "sgru", freeze_encoder=True))
+
+
+@pytest.fixture
+def pages(tmp_path):
+    root = tmp_path / "pages"
+    write_image(root / "p0.png", luma(drawing(50, 40, seed=2)))
+    return root
+
+
+def test_sgru_checkpoint_colorize_candidates(color_folder, tmp_path, pages):
+    ckpt = train_colorizer(_config(color_folder, tmp_path / "run", "sgru", steps=1))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["colorize", str(pages), str(out), "-m", str(ckpt), "--candidates"])
+    assert result.exit_code == 0, result.output
+    k = get_spec("sgru").toy["num_outputs"]
+    assert sorted(p.name for p in out.iterdir()) == [f"p0_c{i}.png" for i in range(k)]
+    single = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "one"), "-m", str(ckpt)])
+    assert single.exit_code == 0 and [p.name for p in (tmp_path / "one").iterdir()] == ["p0.png"]
+
+
+def test_reference_checkpoint_colorize_with_reference(color_folder, tmp_path, pages):
+    ckpt = train_colorizer(_config(color_folder, tmp_path / "run", "reference-unet", steps=1))
+    ref = tmp_path / "style.png"
+    write_image(ref, drawing(30, 60, seed=9))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["colorize", str(pages), str(out), "-m", str(ckpt), "--reference", str(ref)])
+    assert result.exit_code == 0, result.output
+    assert (out / "p0.png").exists()
+    missing = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "o2"), "-m", str(ckpt)])
+    assert missing.exit_code == 2 and "--reference" in missing.stderr
