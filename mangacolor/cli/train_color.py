@@ -33,6 +33,9 @@ def train_color(
     ] = None,
     disc: Annotated[str, typer.Option(help=f"Discriminator: {_names('discriminator')}.")] = "patchgan",
     d_width: Annotated[int | None, typer.Option(help="Discriminator base width.")] = None,
+    d_config: Annotated[
+        str | None, typer.Option(help="Other discriminator config fields as JSON, e.g. '{\"num_scales\": 2}'.")
+    ] = None,
     input_kind: Annotated[
         str, typer.Option("--input", help="Inputs made from colour images: luma, lines or mix.")
     ] = "luma",
@@ -58,9 +61,18 @@ def train_color(
     gan_loss: Annotated[str, typer.Option(help="bce, lsgan, hinge or wgan-gp.")] = "bce",
     feature_matching: Annotated[float, typer.Option(help="pix2pixHD feature matching weight.")] = 0.0,
     perceptual: Annotated[float, typer.Option(help="VGG16 perceptual loss weight.")] = 0.0,
-    vgg_weights: Annotated[Path | None, typer.Option(help="VGG16 weights (torchvision .pth or .safetensors).")] = None,
+    vgg_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="VGG16 weights (torchvision .pth or features .safetensors; default: torchvision's hub cache) "
+            "for --perceptual, the SGRU loss and the reference model's style encoder."
+        ),
+    ] = None,
     anime_weights: Annotated[Path | None, typer.Option(help="Danbooru ResNet50 weights for the anime loss.")] = None,
-    encoder_weights: Annotated[Path | None, typer.Option(help="Pretrained ResNet50 encoder weights.")] = None,
+    encoder_weights: Annotated[
+        Path | None,
+        typer.Option(help="Pretrained ResNet50 encoder (Danbooru resnet50-13306192.pth or torchvision's)."),
+    ] = None,
     freeze_encoder: Annotated[bool, typer.Option(help="Train the decoder only.")] = False,
     pretrain_steps: Annotated[int, typer.Option(min=0, help="Generator-only steps before the GAN (NoGAN).")] = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of files held out for validation L1.")] = 0.0,
@@ -102,7 +114,10 @@ def train_color(
             arch=arch,
             model=overrides,
             discriminator_arch=disc,
-            discriminator={"base_width": d_width} if d_width is not None else {},
+            discriminator={
+                **(json.loads(d_config) if d_config else {}),
+                **({"base_width": d_width} if d_width is not None else {}),
+            },
             steps=steps,
             stages=[int(s) for s in stages.split(",")] if stages else None,
             crop_size=crop_size,

@@ -141,3 +141,16 @@ def test_reference_checkpoint_colorize_with_reference(color_folder, tmp_path, pa
     assert (out / "p0.png").exists()
     missing = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "o2"), "-m", str(ckpt)])
     assert missing.exit_code == 2 and "--reference" in missing.stderr
+
+
+def test_cli_architecture_and_discriminator_options(color_folder, tmp_path):
+    run = tmp_path / "run"
+    args = ["train-color", str(color_folder), str(run), "--arch", "sgru", "--model-config", '{"num_outputs": 2}']
+    args += ["--width", "4", "--depth", "2", "--disc", "patchgan-ms", "--d-width", "4"]
+    args += ["--d-config", '{"n_layers": 2, "num_scales": 2}', "--feature-matching", "1", "--steps", "1"]
+    args += ["--batch-size", "2", "--crop-size", "32", "--sample-every", "0", "--save-every", "0", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == {"num_outputs": 2, "base_width": 4, "depth": 2}
+    assert config["discriminator"] == {"n_layers": 2, "num_scales": 2, "base_width": 4}
