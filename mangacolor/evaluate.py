@@ -22,11 +22,12 @@ how to get them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,85 +144,9 @@ def colourfulness(image: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------- LPIPS (VGG)
 
-_VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 LPIPS_TAPS = (4, 9, 16, 23, 30)
 """End indices (exclusive) in VGG16 ``features`` of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
 LPIPS_CHANNELS = (64, 128, 256, 512, 512)
-VGG16_TORCHVISION_FILE = "vgg16-397923af.pth"
-
-
-def vgg16_features() -> nn.Sequential:
-    """VGG16's convolutional trunk up to relu5_3 (30 layers), randomly initialised.
-
-    Layer indices match torchvision's ``vgg16().features``, so its state-dict keys load directly.
-    """
-    layers: list[nn.Module] = []
-    channels = 3
-    for item in _VGG16_PLAN:
-        if item == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.ReLU()]
-            channels = int(item)
-    return nn.Sequential(*layers)
-
-
-def default_vgg16_path() -> Path:
-    """Where torchvision keeps its VGG16 weights (``TORCH_HOME``/hub/checkpoints)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_TORCHVISION_FILE
-
-
-def load_vgg16_features(path: str | Path | None = None) -> nn.Sequential:
-    """VGG16 ``features`` (up to relu5_3) with weights from a file, in eval mode, float32, frozen.
-
-    Args:
-        path: torchvision's ``vgg16-397923af.pth`` (a pickled state dict, read with
-            ``weights_only=True``) or a ``.safetensors`` file of the conv weights (any float dtype)
-            under torchvision's names (``features.0.weight``, ...; the ``features.`` prefix is
-            optional). ``None``: torchvision's cache, see :func:`default_vgg16_path`.
-
-    Raises:
-        WeightsNotFoundError: no file given and none in torchvision's cache.
-        CheckpointError: the file cannot be read or does not hold VGG16's conv weights.
-    """
-    if path is None:
-        path = default_vgg16_path()
-        if not path.exists():
-            raise WeightsNotFoundError(
-                f"VGG16 weights not found in torchvision's cache ({path}); pass --vgg-weights FILE "
-                f"(torchvision's {VGG16_TORCHVISION_FILE} or a .safetensors of its features.* weights)"
-            )
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a tensor file, pickled code refused, ...
-        raise CheckpointError(path, f"cannot read VGG16 weights: {type(exc).__name__}: {exc}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(path, "not a state dict")
-    model = vgg16_features()
-    wanted = model.state_dict()
-    found = {}
-    for key, value in state.items():
-        name = key[len("features.") :] if key.startswith("features.") else key
-        if name in wanted:
-            found[name] = value
-    missing = sorted(set(wanted) - set(found), key=lambda k: int(k.split(".")[0]))
-    if missing:
-        raise CheckpointError(path, f"not VGG16 weights: missing features.{missing[0]} (and {len(missing) - 1} more)")
-    for name, value in found.items():
-        if tuple(value.shape) != tuple(wanted[name].shape):
-            raise CheckpointError(
-                path, f"features.{name} has shape {tuple(value.shape)}, VGG16 needs {tuple(wanted[name].shape)}"
-            )
-    model.load_state_dict({k: v.float() for k, v in found.items()})
-    return model.eval().requires_grad_(False)
 
 
 def lpips_heads_path() -> Path | None:
@@ -246,7 +171,9 @@ class LPIPS(nn.Module):
     VGG16 taps l, where ``|.|`` is the channel-wise L2 norm and ``w_l`` a learned 1x1 convolution.
 
     Args:
-        features: VGG16 ``features`` with at least 30 layers (see :func:`vgg16_features`).
+        features: VGG16 ``features`` with at least 30 layers, torchvision's layer indices
+            (:func:`mangacolor.models.blocks.vgg16_features`; weights from
+            :func:`mangacolor.losses.load_vgg16_features`).
         heads: the ``lpips`` package's ``vgg.pth`` state dict (``lin{l}.model.1.weight``, (1, C, 1, 1));
             ``None`` keeps randomly initialised heads (tests).
     """
@@ -292,10 +219,16 @@ class LPIPS(nn.Module):
 def load_lpips(vgg_weights: str | Path | None = None) -> LPIPS:
     """LPIPS (VGG) with real weights: VGG16 from ``vgg_weights`` or torchvision's cache, heads from ``lpips``.
 
+    Args:
+        vgg_weights: torchvision's ``vgg16-397923af.pth`` or a ``.safetensors`` of its ``features.*``
+            tensors (float16 is fine); ``None``: torchvision's cache. Nothing is downloaded.
+
     Raises:
         WeightsNotFoundError: the ``lpips`` package or the VGG16 weights are missing.
-        CheckpointError: a weights file is unusable.
+        MangacolorError: a weights file is unusable.
     """
+    from mangacolor.losses import load_vgg16_features
+
     heads_path = lpips_heads_path()
     if heads_path is None:
         raise WeightsNotFoundError(f"LPIPS needs the linear heads of the lpips package: {EVAL_EXTRA_HINT}")
@@ -324,6 +257,20 @@ def fid_weights_path() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+@contextlib.contextmanager
+def _plain_torchscript() -> Iterator[None]:
+    """Run TorchScript without the profiling executor, whose first calls re-optimise for seconds each."""
+    setter = getattr(torch._C, "_jit_set_profiling_executor", None)
+    if setter is None:
+        yield
+        return
+    previous = setter(False)
+    try:
+        yield
+    finally:
+        setter(previous)
 
 
 class FIDAccumulator:
@@ -356,8 +303,9 @@ class FIDAccumulator:
 
     def add(self, pred: np.ndarray, truth: np.ndarray) -> None:
         """Add one prediction and its truth (``uint8`` (H, W, 3) each)."""
-        self.helper.update_eval_stat(self._batch(pred), data_range=(0, 255))
-        self.helper.update_ref_stat(self._batch(truth), data_range=(0, 255))
+        with _plain_torchscript():
+            self.helper.update_eval_stat(self._batch(pred), data_range=(0, 255))
+            self.helper.update_ref_stat(self._batch(truth), data_range=(0, 255))
         self.count_pred += 1
         self.count_truth += 1
 
@@ -369,9 +317,32 @@ class FIDAccumulator:
         """
         if self.count_pred < 2:
             raise MangacolorError(f"FID needs at least 2 images. Got {self.count_pred}")
-        ref = self.helper.finish_ref_stat()
-        ev = self.helper.finish_eval_stat()
-        return frechet_distance(ev["mu"], ev["sigma"], ref["mu"], ref["sigma"])
+        return frechet_distance_of_features(
+            np.asarray(self.helper.eval_feats_list, np.float64), np.asarray(self.helper.ref_feats_list, np.float64)
+        )
+
+
+def frechet_distance_of_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
+    """FID of two feature sets (N1, D) and (N2, D), each summarised by its mean and sample covariance.
+
+    With ``A_i = (X_i - mean_i) / sqrt(N_i - 1)`` the covariances are ``S_i = A_i^T A_i`` and the
+    non-zero eigenvalues of ``S1 S2`` are the squared singular values of the (N1, N2) matrix
+    ``A1 A2^T``, so ``tr((S1 S2)^(1/2))`` is its nuclear norm: exact, and far cheaper than a
+    (D, D) matrix square root while the sets are smaller than a few thousand images.
+    """
+    if feats1.ndim != 2 or feats2.ndim != 2 or feats1.shape[1] != feats2.shape[1]:
+        raise ValueError(f"expected (N1, D) and (N2, D) features. Got {feats1.shape} and {feats2.shape}")
+    n1, n2, d = feats1.shape[0], feats2.shape[0], feats1.shape[1]
+    if n1 < 2 or n2 < 2:
+        raise ValueError(f"each set needs at least 2 samples. Got {n1} and {n2}")
+    if n1 * n2 > d * d:  # large sets: the (D, D) route is cheaper
+        cov1, cov2 = np.cov(feats1, rowvar=False), np.cov(feats2, rowvar=False)
+        return frechet_distance(feats1.mean(0), cov1, feats2.mean(0), cov2)
+    mu1, mu2 = feats1.mean(0), feats2.mean(0)
+    a1 = (feats1 - mu1) / math.sqrt(n1 - 1)  # (N1, D)
+    a2 = (feats2 - mu2) / math.sqrt(n2 - 1)  # (N2, D)
+    nuclear = float(np.linalg.svd(a1 @ a2.T, compute_uv=False).sum())
+    return float(((mu1 - mu2) ** 2).sum() + (a1**2).sum() + (a2**2).sum() - 2.0 * nuclear)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -701,6 +672,8 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
         try:
             lpips_net = load_lpips(config.vgg_weights).to(device)
         except WeightsNotFoundError as exc:
+            if config.vgg_weights:  # a file that was asked for must exist
+                raise
             result.notes["lpips"] = str(exc)
     else:
         result.notes["lpips"] = "not asked for"
@@ -770,12 +743,11 @@ __all__ = [
     "contact_sheet",
     "evaluate_folders",
     "frechet_distance",
+    "frechet_distance_of_features",
     "load_lpips",
-    "load_vgg16_features",
     "lpips_heads_path",
     "match_predictions",
     "psnr",
     "ssim",
     "ssim_gray",
-    "vgg16_features",
 ]
