@@ -131,3 +131,13 @@ def test_multiscale_discriminator_outputs_features_per_scale():
     assert [scale[-1].shape[-1] for scale in out] == [14, 6, 2]  # 64, 32, 16 px inputs
     assert GANLoss("lsgan")(out, True).ndim == 0
     assert FeatureMatchingLoss()(out, d(torch.randn(2, 4, 64, 64))).item() > 0
+
+
+def test_anime_feature_loss_from_danbooru_file(resnet50_files):
+    from mangacolor.losses import AnimeFeatureLoss
+
+    root, body_state = resnet50_files
+    loss = AnimeFeatureLoss.from_file(root / "resnet50-13306192.pth")
+    assert torch.equal(loss.body[4][0].conv1.weight, body_state["4.0.conv1.weight"])
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert loss(x, x).item() == 0.0 and loss(x, -x).item() > 0
