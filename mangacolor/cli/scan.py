@@ -31,12 +31,18 @@ def scan(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass (equal shapes are grouped).")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Redo images whose output exists.")] = False,
-    output_format: Annotated[str, typer.Option("--format", help="same, png, jpg or webp.")] = "same",
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="png (default: lossless single-channel grey), same, jpg or webp; pairing is by name stem.",
+        ),
+    ] = "png",
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG / WebP quality.")] = 95,
     io_workers: Annotated[int, typer.Option(min=1, help="Threads decoding and encoding images.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,
 ) -> None:
-    """Write a greyscale "scan" of every colour image, with the same name, at full resolution.
+    """Write a greyscale "scan" of every colour image, with the same name stem, at full resolution.
 
     The outputs pair by name with their colour originals: `train-color COLOR RUN --input-dir OUT`.
     """

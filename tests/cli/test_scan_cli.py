@@ -81,7 +81,7 @@ def test_scan_folder_same_names_full_resolution_grey(folders, tmp_path, scan_che
     result = runner.invoke(app, ["scan", str(scan_checkpoint), str(colors), str(out)])
     assert result.exit_code == 0, result.output
     written = sorted(result.stdout.split())
-    assert written == sorted([str(out / f"art_{i}.png") for i in range(4)] + [str(out / "sub" / "art_x.webp")])
+    assert written == sorted([str(out / f"art_{i}.png") for i in range(4)] + [str(out / "sub" / "art_x.png")])
     for i in range(4):
         img = read_image(out / f"art_{i}.png", mode=None)
         assert img.shape == (45 + i, 61) and img.dtype == np.uint8  # greyscale, input's own size
