@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -235,3 +238,18 @@ def test_identity_off_and_bad_settings(unpaired, tmp_path):
         train_scan_generator(_config(scans, colors, tmp_path / "x", gan_loss="wgan-gp"))
     with pytest.raises(MangacolorError, match="multiple of 4"):
         train_scan_generator(_config(scans, colors, tmp_path / "x", crop_size=30))
+
+
+def test_ddp_two_processes_gloo(unpaired, tmp_path):
+    scans, colors = unpaired
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "mangacolor", "train-scan", str(scans), str(colors), str(run), "--width", "4", "--blocks", "1"]
+    cmd += ["--d-width", "4", "--steps", "2", "--batch-size", "2", "--crop-size", "32", "--epoch-length", "8"]
+    cmd += ["--device", "cpu", "--log-every", "1", "--sample-every", "0", "--save-every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["ranks_in_sync"] is True and len(records[-1]["rank_checksums"]) == 2
+    assert proc.stdout.strip().splitlines() == [str(run / "model.safetensors")]  # rank 0 only
