@@ -392,12 +392,15 @@ def match_predictions(pred_root: str | Path, truth_root: str | Path) -> Matching
     ``out/a/page.webp`` matches ``truth/a/page.png``. A multi-output model's candidate files
     (``page_c0.png``, ``page_c1.png``, ... from ``colorize --candidates``) match ``page``: a file
     named exactly like the truth wins, else the first candidate ``_c0``; the others are unused.
-    Among files differing only in their ending, the first in sorted order wins.
+    Among files differing only in their ending, the first in sorted order wins. Two files are
+    compared whatever their names.
 
     Raises:
         ImageReadError: a folder does not exist.
     """
     pred_root, truth_root = Path(pred_root), Path(truth_root)
+    if pred_root.is_file() and truth_root.is_file():  # two files: compared whatever their names
+        return Matching(pairs=[(truth_root.stem, pred_root, truth_root)])
     exact: dict[str, Path] = {}
     candidates: dict[str, tuple[int, Path]] = {}
     unused: list[Path] = []

@@ -215,6 +215,12 @@ def test_exact_name_wins_over_candidate(tmp_path):
     assert [p.name for p in m.unused] == ["a_c0.png"]
 
 
+def test_two_files_match_whatever_their_names(tmp_path):
+    _touch_images(tmp_path, ["out.webp", "page.png"])
+    m = match_predictions(tmp_path / "out.webp", tmp_path / "page.png")
+    assert [(n, p.name, t.name) for n, p, t in m.pairs] == [("page", "out.webp", "page.png")]
+
+
 # ----------------------------------------------------------------------------- folder comparison
 
 
