@@ -23,6 +23,7 @@ how to get them.
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib.util
 import math
 import re
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 
 from mangacolor.errors import CheckpointError, ImageReadError, MangacolorError, WeightsNotFoundError
-from mangacolor.imageio import list_images, read_image, write_image
+from mangacolor.imageio import is_image_path, list_images, read_image, write_image
 
 EVAL_EXTRA_HINT = 'pip install "mangacolor[eval]"'
 """How to get the optional FID and LPIPS packages."""
@@ -634,7 +635,11 @@ def contact_sheet(
 def _input_for(name: str, inputs: Path | None, truth: np.ndarray) -> np.ndarray:
     """The sheet's input cell: the matching file under ``inputs`` or the truth's greyscale."""
     if inputs is not None:
-        candidates = [inputs] if inputs.is_file() else sorted(inputs.glob(f"{name}.*"))
+        if inputs.is_file():
+            candidates = [inputs]
+        else:
+            folder, stem = (inputs / name).parent, Path(name).name
+            candidates = sorted(p for p in folder.glob(glob.escape(stem) + ".*") if is_image_path(p))
         for path in candidates:
             try:
                 return read_image(path, mode="RGB")

@@ -21,7 +21,7 @@ def folders(tmp_path):
     for i in range(3):
         image = drawing(32, 48, seed=i)
         write_image(truth / f"[p]{i}.png", image)
-        write_image(inputs / f"[p]{i}.png", read_image(truth / f"[p]{i}.png", mode="L"))
+        write_image(inputs / f"[p]{i}.png", np.zeros((32, 48), np.uint8))  # black: visible on the sheet
         write_image(pred / f"[p]{i}_c0.webp", np.clip(image.astype(int) + 8, 0, 255).astype(np.uint8))
     return pred, truth, inputs
 
@@ -38,7 +38,9 @@ def test_evaluate_prints_json_and_writes_sheet(folders, tmp_path):
     assert report["mean"]["fid"] is None and report["notes"]["fid"] == "not asked for"
     assert [row["name"] for row in report["images"]] == ["[p]0", "[p]1", "[p]2"]
     assert "colourfulness ratio" in result.stderr and "[p]0" in result.stderr  # names are not eaten as markup
-    assert read_image(sheet).shape[0] == 22 + 2 * (192 + 4) + 4
+    image = read_image(sheet)
+    assert image.shape[0] == 22 + 2 * (192 + 4) + 4
+    assert image[22 + 96, 4 + 144].max() == 0  # the input column shows the --inputs file
 
 
 def test_evaluate_missing_and_corrupt_exit_1(folders):
