@@ -91,7 +91,7 @@ def _scan_checkpoint(path: str | None, folder: Path) -> Path:
     from mangacolor.models import create_model
 
     torch.manual_seed(0)
-    return checkpoint.save(folder / "scan.safetensors", create_model("cyclegan_resnet"), {"working_size": 0})
+    return checkpoint.save(folder / "scan.safetensors", create_model("cyclegan-resnet"), {"working_size": 0})
 
 
 def part_pages(args: argparse.Namespace) -> None:

@@ -26,7 +26,7 @@ def train_scan(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder (its config.json is reused).")
     ] = None,
-    arch: Annotated[str, typer.Option(help=f"Generator: {_names('scan')}.")] = "cyclegan_resnet",
+    arch: Annotated[str, typer.Option(help=f"Generator: {_names('scan')}.")] = "cyclegan-resnet",
     width: Annotated[int | None, typer.Option(help="Scan generator base width (default 16).")] = None,
     blocks: Annotated[int | None, typer.Option(help="Scan generator residual blocks (default 3).")] = None,
     c_width: Annotated[int | None, typer.Option(help="Colour generator base width (default: as --width).")] = None,

@@ -67,7 +67,7 @@ class ResnetBlock(nn.Module):
         return x + self.body(x)  # (B, width, h, w)
 
 
-@register_model("cyclegan_resnet", ResnetGenConfig, task="scan", toy={"base_width": 4, "n_blocks": 1}, toy_size=32)
+@register_model("cyclegan-resnet", ResnetGenConfig, task="scan", toy={"base_width": 4, "n_blocks": 1}, toy_size=32)
 class ResnetGenerator(nn.Module):
     """CycleGAN ResNet generator: colour (B, 3, H, W) -> scan (B, 1, H, W) in [-1, 1] by default."""
 

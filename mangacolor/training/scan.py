@@ -113,7 +113,7 @@ class ScanTrainConfig:
     scans: str
     colors: str
     run_dir: str
-    arch: str = "cyclegan_resnet"
+    arch: str = "cyclegan-resnet"
     generator: dict[str, Any] = field(default_factory=dict)
     color_generator: dict[str, Any] = field(default_factory=dict)
     discriminator_arch: str = "patchgan"
@@ -240,10 +240,10 @@ class DiscriminatorPair(nn.Module):
 
     def forward(
         self, real_s: torch.Tensor, fake_s: torch.Tensor, real_c: torch.Tensor, fake_c: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        pred_s = self.d_s(torch.cat([real_s, fake_s], 0))  # (2B, 1, h, w)
-        pred_c = self.d_c(torch.cat([real_c, fake_c], 0))  # (2B, 1, h, w)
-        return (*pred_s.chunk(2), *pred_c.chunk(2))
+    ) -> tuple[Any, Any, Any, Any]:
+        # separate calls rather than one on cat([real, fake]): works for multi-scale outputs too, and
+        # instance norm makes the results identical
+        return self.d_s(real_s), self.d_s(fake_s), self.d_c(real_c), self.d_c(fake_c)
 
 
 def reconstruction_losses(

@@ -43,7 +43,7 @@ def folders(tmp_path):
 def scan_checkpoint(tmp_path_factory):
     """A toy scan generator (random weights); working size 0 = full resolution."""
     torch.manual_seed(0)
-    model = create_model("cyclegan_resnet", base_width=4, n_blocks=1)
+    model = create_model("cyclegan-resnet", base_width=4, n_blocks=1)
     path = tmp_path_factory.mktemp("ckpt") / "scan.safetensors"
     checkpoint.save(path, model, {"steps": 0, "working_size": 0})
     return path

@@ -216,7 +216,7 @@ def test_export_is_the_scan_generator_only(unpaired, tmp_path):
     scans, colors = unpaired
     path = train_scan_generator(_config(scans, colors, tmp_path / "r", steps=2, save_every=0, sample_every=1))
     info = read_info(path)
-    assert info.task == "scan" and info.arch == "cyclegan_resnet"
+    assert info.task == "scan" and info.arch == "cyclegan-resnet"
     assert info.config["in_channels"] == 3 and info.config["out_channels"] == 1
     assert info.provenance["trainer"] == "cyclegan" and info.provenance["scan_files"] == 4
     assert info.provenance["working_size"] == 0 and info.provenance["identity_weight"] == 0.5
