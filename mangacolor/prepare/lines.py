@@ -210,7 +210,7 @@ class LinesConfig:
 def lines_folder(
     input_root: str | Path,
     output_root: str | Path,
-    config: LinesConfig = LinesConfig(),
+    config: LinesConfig | None = None,
     options: RunOptions | None = None,
     output_format: str = "png",
     quality: int = 95,
@@ -221,7 +221,7 @@ def lines_folder(
     Args:
         input_root: folder (searched recursively) or one image.
         output_root: output folder; the input tree is mirrored.
-        config: method and parameters.
+        config: method and parameters (default: ``sketch`` with its defaults).
         options: workers, shard, overwrite.
         output_format: ``png`` (default: lossless lines), ``jpg``, ``webp`` or ``same``.
         quality: JPEG / WebP quality.
@@ -230,4 +230,6 @@ def lines_folder(
     from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, run_jobs
 
     jobs = image_jobs(input_root, output_root, output_format)
-    return run_jobs(jobs, ImageTask(config, read_mode="RGB", quality=quality), options or RunOptions(), on_result)
+    return run_jobs(
+        jobs, ImageTask(config or LinesConfig(), read_mode="RGB", quality=quality), options or RunOptions(), on_result
+    )

@@ -9,7 +9,8 @@ payload) and a picklable task ``Job -> FileResult``. :func:`run_jobs`:
   finishes the job;
 * runs the rest in a process pool, a few chunks in flight at a time: memory does not grow with
   the number of files, and results come back in input order, so reports and manifests are the
-  same for any number of workers;
+  same for any number of workers; a worker that dies (decoder crash, out-of-memory kill) fails
+  only the files of its chunks, and the run goes on with a fresh pool;
 * turns any exception of a task into a ``failed`` result naming the file: a batch never stops.
 
 Tasks write through :func:`mangacolor.imageio.write_image` / ``atomic_write_bytes`` (temporary
@@ -24,9 +25,10 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import islice
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +145,22 @@ def _run_chunk(task: Task, jobs: list[Job]) -> list[FileResult]:
 
 def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-    cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would only compete
+    import mangacolor.prepare._serial  # noqa: F401 - OpenCV single-threaded (already done by the fork server)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    """A fork server where there is one (no threads or locks of this process leak into workers), else spawn.
+
+    Plain ``fork`` of a process whose OpenCV / OpenMP thread pools are running can deadlock the
+    children; the fork server is a clean process that imports the stage modules once and forks
+    the workers from there, so they still start in milliseconds.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        modules = ("_serial", "runner", "borders", "lines", "pair", "aligned", "danbooru")  # _serial first
+        ctx.set_forkserver_preload([f"mangacolor.prepare.{m}" for m in modules])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def iter_results(
@@ -166,10 +178,7 @@ def iter_results(
             chunk = list(islice(mine, options.chunksize))
             if not chunk:
                 return
-            yield [
-                (j, None if options.overwrite or not all(os.path.exists(o) for o in j.outputs) else _exists(j))
-                for j in chunk
-            ]
+            yield [(j, _exists(j) if _done_before(j, options.overwrite) else None) for j in chunk]
 
     workers = options.workers or default_workers()
     if workers == 1:
@@ -183,17 +192,17 @@ def iter_results(
             cv2.setNumThreads(threads)
         return
 
-    pool = _pool_context().Pool(workers, initializer=_init_worker)
+    source = chunks()
+    pending: collections.deque[tuple[list[tuple[Job, FileResult | None]], Future | None]] = collections.deque()
+    executor = _executor(workers)
     try:
-        pending: collections.deque[tuple[list[tuple[Job, FileResult | None]], AsyncResult | None]] = collections.deque()
-        source = chunks()
 
         def submit() -> bool:
             chunk = next(source, None)
             if chunk is None:
                 return False
             todo = [j for j, r in chunk if r is None]
-            pending.append((chunk, pool.apply_async(_run_chunk, (task, todo)) if todo else None))
+            pending.append((chunk, executor.submit(_run_chunk, task, todo) if todo else None))
             return True
 
         for _ in range(2 * workers):  # a bounded window of chunks in flight
@@ -201,14 +210,39 @@ def iter_results(
                 break
         while pending:
             chunk, future = pending.popleft()
-            computed = iter(future.get() if future is not None else ())
+            try:
+                computed = iter(future.result() if future is not None else ())
+            except BrokenProcessPool:
+                # A worker died (a decoder crash, the out-of-memory killer): the chunks in flight
+                # are lost. Report their files and go on with a fresh pool.
+                lost = "a worker process died (crash or out of memory) while this file's batch ran"
+                computed = iter([_lost(j, lost) for j, r in chunk if r is None])
+                executor.shutdown(wait=False, cancel_futures=True)
+                executor = _executor(workers)
+                for i, (other_chunk, other) in enumerate(pending):  # resubmit what did not finish
+                    if other is not None and (not other.done() or other.cancelled() or other.exception()):
+                        todo = [j for j, r in other_chunk if r is None]
+                        pending[i] = (other_chunk, executor.submit(_run_chunk, task, todo))
             submit()
             for job, done in chunk:
                 yield job, done or next(computed)
-        pool.close()
     finally:
-        pool.terminate()
-        pool.join()
+        for _, future in pending:
+            if future is not None:
+                future.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _executor(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker)
+
+
+def _lost(job: Job, reason: str) -> FileResult:
+    return FileResult(job.source, "failed", reason)
+
+
+def _done_before(job: Job, overwrite: bool) -> bool:
+    return not overwrite and bool(job.outputs) and all(os.path.exists(o) for o in job.outputs)
 
 
 def _exists(job: Job) -> FileResult:

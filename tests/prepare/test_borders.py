@@ -1,0 +1,67 @@
+"""Border detection on letterboxed images."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from mangacolor.prepare.borders import CropConfig, TooSmall, crop_image, detect_borders, letterbox_box
+
+
+def content(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(60, 200, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("pad", [0, 255])
+def test_letterbox_black_and_white(pad):
+    img = np.full((64, 64, 3), pad, np.uint8)
+    img[12:52, 3:61] = content(40, 58)
+    assert detect_borders(img) == (12, 52, 3, 61)
+    assert detect_borders(img, "black" if pad == 0 else "white") == (12, 52, 3, 61)
+    assert detect_borders(img, "white" if pad == 0 else "black") == (0, 64, 0, 64)
+
+
+def test_jpeg_noise_tolerated():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, 10:54] = content(64, 44)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    noisy = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    top, bottom, left, right = detect_borders(noisy)
+    assert (top, bottom) == (0, 64) and abs(left - 10) <= 2 and abs(right - 54) <= 2
+
+
+def test_nested_black_then_white():
+    img = np.zeros((60, 60, 3), np.uint8)
+    img[:, 10:50] = 255
+    img[20:40, 20:40] = content(20, 20)
+    assert detect_borders(img) == (20, 40, 20, 40)
+    assert detect_borders(img, "black") == (0, 60, 10, 50)
+
+
+def test_no_border_and_all_border():
+    img = content(30, 40)
+    assert detect_borders(img) == (0, 30, 0, 40)
+    assert detect_borders(np.zeros((30, 40), np.uint8)) == (0, 30, 0, 40)
+
+
+def test_letterbox_from_metadata_keeps_dark_content():
+    original = np.zeros((100, 200, 3), np.uint8)  # a dark image: detection alone would eat it
+    original[:, 100:] = 120
+    small = cv2.resize(original, (64, 32), interpolation=cv2.INTER_AREA)
+    boxed = np.zeros((64, 64, 3), np.uint8)
+    boxed[16:48] = small
+    assert letterbox_box((64, 64), (200, 100)) == (16, 48, 0, 64)
+    out = crop_image(boxed, CropConfig(), original_size=(200, 100))
+    assert out.shape == (32, 64, 3)
+    assert letterbox_box((64, 64), (100, 100)) is None
+
+
+def test_min_size_and_resize():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[20:44, 0:64] = content(24, 64)
+    with pytest.raises(TooSmall):
+        crop_image(img, CropConfig(min_size=32))
+    out = crop_image(img, CropConfig(size=32))
+    assert out.shape == (12, 32, 3)

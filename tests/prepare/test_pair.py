@@ -1,0 +1,80 @@
+"""Pairing by name stem with unmatched files; hconcat / split round trip through files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mangacolor.color import luma
+from mangacolor.imageio import read_image, write_image
+from mangacolor.prepare.aligned import hconcat_folders, split_folder
+from mangacolor.prepare.pair import match_stems, pair_folders, parse_size
+from mangacolor.prepare.runner import RunOptions
+from tests.conftest import drawing
+
+
+def _folders(tmp_path: Path) -> tuple[Path, Path]:
+    bw, color = tmp_path / "bw", tmp_path / "color"
+    for name in ("[ch1]_001", "[ch1]_002", "only_bw"):
+        write_image(bw / f"{name}.png", luma(drawing(seed=len(name))))
+    write_image(bw / "ch2" / "010.jpg", luma(drawing(seed=3)))
+    for name in ("[ch1]_001", "[ch1]_002", "only_color"):
+        write_image(color / f"{name}.png", drawing(seed=len(name)))
+    write_image(color / "ch2" / "010.png", drawing(96, 128, seed=3))  # a bigger colour page
+    write_image(color / "dup.png", drawing(seed=1))
+    write_image(color / "dup.jpg", drawing(seed=1))
+    write_image(bw / "dup.png", luma(drawing(seed=1)))
+    return bw, color
+
+
+def test_match_stems(tmp_path):
+    bw, color = _folders(tmp_path)
+    m = match_stems(bw, color)
+    assert [k for k, _, _ in m.pairs] == ["[ch1]_001", "[ch1]_002", "ch2/010"]
+    assert [p.name for p in m.unmatched_a] == ["only_bw.png"]
+    assert [p.name for p in m.unmatched_b] == ["only_color.png"]
+    assert m.ambiguous == ["dup"]
+
+
+def test_pair_writes_a_and_b_and_lists_unmatched(tmp_path):
+    bw, color = _folders(tmp_path)
+    out = tmp_path / "out"
+    result = pair_folders(bw, color, out, RunOptions(workers=2))
+    assert result.batch.counts["done"] == 3
+    a = read_image(out / "A" / "ch2" / "010.png", mode=None)
+    b = read_image(out / "B" / "ch2" / "010.png", mode=None)
+    assert a.ndim == 2 and b.shape == (96, 128, 3) and a.shape == (96, 128)  # A brought to B's size
+    listing = (out / "unmatched.txt").read_text().splitlines()
+    assert any(line.startswith("bw\t") and "only_bw" in line for line in listing)
+    assert any(line.startswith("color\t") and "only_color" in line for line in listing)
+    assert "ambiguous\tdup" in listing
+    sized = pair_folders(bw, color, tmp_path / "sized", RunOptions(workers=1), size=parse_size("40x30"))
+    assert sized.batch.counts["done"] == 3
+    assert read_image(tmp_path / "sized" / "A" / "ch2" / "010.png", mode=None).shape == (30, 40)
+
+
+def test_hconcat_split_round_trip(tmp_path):
+    bw, color = _folders(tmp_path)
+    pairs = tmp_path / "pairs"
+    pair_folders(bw, color, pairs, RunOptions(workers=1))
+    joined = tmp_path / "ab"
+    result = hconcat_folders(pairs / "A", pairs / "B", joined, RunOptions(workers=2))
+    assert result.batch.counts["done"] == 3 and not result.matching.unmatched_a
+    ab = read_image(joined / "ch2" / "010.png", mode=None)
+    assert ab.shape == (96, 256, 3)
+    back = tmp_path / "back"
+    report = split_folder(joined, back, RunOptions(workers=2))
+    assert report.counts["done"] == 3
+    for side in ("A", "B"):
+        for path in sorted((pairs / side).rglob("*.png")):
+            rel = path.relative_to(pairs / side)
+            original = read_image(path, mode=None)
+            restored = read_image(back / side / rel, mode=None)
+            assert original.shape == restored.shape and np.array_equal(original, restored), (side, rel)
+
+
+def test_split_reports_odd_width(tmp_path):
+    write_image(tmp_path / "in" / "odd.png", np.zeros((4, 5, 3), np.uint8))
+    report = split_folder(tmp_path / "in", tmp_path / "out", RunOptions(workers=1))
+    assert report.failed == 1 and "even width" in report.failures[0].reason
