@@ -34,6 +34,9 @@ def _register() -> None:
     colorize.register(app)
     train_color.register(app)
     models.register(app)
+    from mangacolor.cli import prepare
+
+    prepare.register(app)
     train_scan.register(app)
     scan.register(app)
     evaluate.register(app)
