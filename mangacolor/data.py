@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -184,6 +186,174 @@ def make_source(data: str | Path, input_dir: str | Path | None = None, aligned: 
     return ColorFolderSource(data)
 
 
+# ----------------------------------------------------------------------------- augmentation
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation of (input, target) pairs; probabilities are per item.
+
+    Geometric operations (flips, rotation, perspective, random erasing to paper) move input and
+    target identically; saturation jitter changes only the colour target (an input made from the
+    target is made afterwards); Gaussian blur softens only the input (like a soft scan).
+
+    Attributes:
+        hflip: probability of a horizontal flip.
+        vflip: probability of a vertical flip (off: pages have an up).
+        rotate_p: probability of a small rotation.
+        rotate_degrees: largest rotation angle either way.
+        perspective_p: probability of a perspective warp.
+        perspective: largest corner displacement as a share of the crop side.
+        blur_p: probability of blurring the input.
+        blur_sigma: range of the blur's sigma in pixels.
+        erase_p: probability of erasing one rectangle (to white paper) in both images.
+        erase_area: range of the erased rectangle's share of the crop.
+        saturation_p: probability of saturation jitter of the target.
+        saturation: the target's saturation is scaled by a factor in ``1 ± saturation``.
+        content_crop: prefer crops with drawing content over blank paper.
+        content_tries: candidate crop positions tried.
+        min_content: a candidate with at least this share of non-paper pixels is taken at once;
+            otherwise the candidate with the most content wins.
+        paper_level: pixels whose darkest channel is at or above this count as paper.
+    """
+
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rotate_p: float = 0.3
+    rotate_degrees: float = 5.0
+    perspective_p: float = 0.2
+    perspective: float = 0.05
+    blur_p: float = 0.1
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    erase_p: float = 0.1
+    erase_area: tuple[float, float] = (0.02, 0.1)
+    saturation_p: float = 0.5
+    saturation: float = 0.2
+    content_crop: bool = True
+    content_tries: int = 4
+    min_content: float = 0.1
+    paper_level: int = 235
+
+    def __post_init__(self) -> None:
+        for name in ("hflip", "vflip", "rotate_p", "perspective_p", "blur_p", "erase_p", "saturation_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1]. Got {getattr(self, name)}")
+        if self.content_tries < 1:
+            raise ValueError(f"content_tries must be >= 1. Got {self.content_tries}")
+        if not 0.0 <= self.saturation < 1.0 or not 0.0 <= self.perspective < 0.5:
+            raise ValueError("saturation must be in [0, 1) and perspective in [0, 0.5)")
+
+
+def content_share(image: np.ndarray, paper_level: int = 235) -> float:
+    """Share of pixels that are not blank paper (darkest channel below ``paper_level``)."""
+    darkest = image if image.ndim == 2 else image.min(axis=2)  # (H, W)
+    return float((darkest < paper_level).mean())
+
+
+def content_aware_crop(
+    image: np.ndarray, size: int, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[int, int]:
+    """Top-left corner of a ``size`` x ``size`` crop of ``image`` that prefers drawing over paper.
+
+    Always draws ``config.content_tries`` positions from ``rng`` (the stream does not depend on
+    the image), takes the first with at least ``config.min_content`` content, else the richest.
+    """
+    h, w = image.shape[:2]
+    tops = rng.integers(0, h - size + 1, config.content_tries)
+    lefts = rng.integers(0, w - size + 1, config.content_tries)
+    if not config.content_crop:
+        return int(tops[0]), int(lefts[0])
+    step = max(1, size // 64)  # score on a subsampled grid: the choice needs no full-resolution count
+    best, best_score = (int(tops[0]), int(lefts[0])), -1.0
+    for top, left in zip(tops.tolist(), lefts.tolist(), strict=True):
+        score = content_share(image[top : top + size : step, left : left + size : step], config.paper_level)
+        if score >= config.min_content:
+            return top, left
+        if score > best_score:
+            best, best_score = (top, left), score
+    return best
+
+
+def _warp_both(images: list[np.ndarray | None], matrix: np.ndarray, perspective: bool) -> list[np.ndarray | None]:
+    out: list[np.ndarray | None] = []
+    for img in images:
+        if img is None:
+            out.append(None)
+            continue
+        h, w = img.shape[:2]
+        warp = cv2.warpPerspective if perspective else cv2.warpAffine
+        out.append(warp(img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101))
+    return out
+
+
+def augment_pair(
+    x: np.ndarray | None,
+    y: np.ndarray,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    make_input: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one training crop pair consistently.
+
+    Every random number is drawn whether or not its operation fires, so the stream (and thus
+    the rest of the item) does not depend on which operations happened.
+
+    Args:
+        x: ``uint8`` (S, S) input crop, or ``None`` to make it from the augmented target.
+        y: ``uint8`` (S, S, 3) target crop.
+        config: which augmentations, how strong.
+        rng: the item's generator.
+        make_input: target -> input (luma, lines) when ``x`` is ``None``.
+
+    Returns:
+        Contiguous ``(x, y)``: (S, S) and (S, S, 3).
+    """
+    if x is None and make_input is None:
+        raise ValueError("give an input crop or make_input")
+    h, w = y.shape[:2]
+    u = rng.random(7)  # one draw per operation: hflip, vflip, rotate, perspective, erase, saturation, blur
+    angle = float(rng.uniform(-config.rotate_degrees, config.rotate_degrees))
+    corners = rng.uniform(-config.perspective, config.perspective, (4, 2)) * (w, h)
+    erase_area = float(rng.uniform(*config.erase_area))
+    erase_aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+    erase_pos = rng.random(2)
+    sat_factor = float(rng.uniform(1.0 - config.saturation, 1.0 + config.saturation))
+    sigma = float(rng.uniform(*config.blur_sigma))
+
+    pair: list[np.ndarray | None] = [x, y]
+    if u[0] < config.hflip:
+        pair = [None if p is None else p[:, ::-1] for p in pair]
+    if u[1] < config.vflip:
+        pair = [None if p is None else p[::-1] for p in pair]
+    pair = [None if p is None else np.ascontiguousarray(p) for p in pair]
+    if u[2] < config.rotate_p and angle != 0.0:
+        pair = _warp_both(pair, cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0), perspective=False)
+    if u[3] < config.perspective_p and config.perspective > 0:
+        src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+        pair = _warp_both(pair, cv2.getPerspectiveTransform(src, (src + corners).astype(np.float32)), True)
+    x, y = pair
+    assert y is not None
+    if u[4] < config.erase_p:
+        eh = min(h, max(1, round(np.sqrt(erase_area * h * w / erase_aspect))))
+        ew = min(w, max(1, round(np.sqrt(erase_area * h * w * erase_aspect))))
+        top, left = int(erase_pos[0] * (h - eh + 1)), int(erase_pos[1] * (w - ew + 1))
+        y = y.copy()
+        y[top : top + eh, left : left + ew] = 255
+        if x is not None:
+            x = x.copy()
+            x[top : top + eh, left : left + ew] = 255
+    if u[5] < config.saturation_p and sat_factor != 1.0:
+        hsv = cv2.cvtColor(y, cv2.COLOR_RGB2HSV)
+        hsv[..., 1] = np.clip(hsv[..., 1].astype(np.float32) * sat_factor, 0, 255).astype(np.uint8)
+        y = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if x is None:
+        assert make_input is not None
+        x = make_input(y)
+    if u[6] < config.blur_p:
+        x = cv2.GaussianBlur(x, (0, 0), sigma)
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
 # ----------------------------------------------------------------------------- items
 
 
@@ -208,6 +378,9 @@ class ColorizationDataset(Dataset):
         reference: also return a reference image (the target, spatially augmented so its pixels
             cannot be copied: random resized crop, flip and rotation; colours untouched).
         cache: keep decoded images in memory (``None``: for sources up to 5000 files).
+        augment: training-time augmentation (:class:`AugmentConfig`: content-aware crops, flips,
+            rotation, perspective, erasing, saturation, blur); replaces ``flip``. ``None``: plain
+            random crops and ``flip``.
 
     Items are dicts with ``x`` float (1, S, S), ``y`` float (3, S, S) (and ``ref`` (3, S, S)),
     all in [-1, 1].
@@ -224,12 +397,14 @@ class ColorizationDataset(Dataset):
         flip: bool = True,
         reference: bool = False,
         cache: bool | None = None,
+        augment: AugmentConfig | None = None,
     ) -> None:
         if input_kind not in INPUT_KINDS:
             raise MangacolorError(f"--input must be one of {INPUT_KINDS}. Got {input_kind!r}")
         self.source, self.size, self.seed = source, size, seed
         self.load_size, self.input_kind, self.lines_method = load_size, input_kind, lines_method
         self.flip, self.reference = flip, reference
+        self.augment = augment
         self.failures: list[str] = []
         self._cache: list[tuple[np.ndarray | None, np.ndarray]] | None = None
         if cache is None:
@@ -275,6 +450,8 @@ class ColorizationDataset(Dataset):
         rng = item_rng(self.seed, key)
         index = key[1] if isinstance(key, tuple) else key
         x, y = self._pair(index)
+        if self.augment is not None:
+            return self._augmented_item(x, y, rng)
         s = self.size
         y_full = ensure_min_side(y, s)
         x_full = None if x is None else ensure_min_side(x, s)
@@ -292,6 +469,30 @@ class ColorizationDataset(Dataset):
                 kind = "lines" if rng.random() < 0.5 else "luma"
             x_crop = make_lines(y_crop, self.lines_method) if kind == "lines" else luma(y_crop)
         item = {"x": to_tensor(np.ascontiguousarray(x_crop))[0], "y": to_tensor(y_crop)[0]}  # (1, S, S), (3, S, S)
+        if self.reference:
+            item["ref"] = to_tensor(self._reference(y, rng))[0]  # (3, S, S)
+        return item
+
+    def _augmented_item(
+        self, x: np.ndarray | None, y: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
+        """An item cut with :func:`content_aware_crop` and augmented by :func:`augment_pair`."""
+        assert self.augment is not None
+        s = self.size
+        y_full = ensure_min_side(y, s)
+        x_full = None if x is None else ensure_min_side(x, s)
+        top, left = content_aware_crop(y_full, s, self.augment, rng)
+        y_crop = y_full[top : top + s, left : left + s]
+        x_crop = None if x_full is None else x_full[top : top + s, left : left + s]
+        kind = self.input_kind
+        if kind == "mix":
+            kind = "lines" if rng.random() < 0.5 else "luma"
+
+        def make_input(target: np.ndarray) -> np.ndarray:
+            return make_lines(target, self.lines_method) if kind == "lines" else luma(target)
+
+        x_crop, y_crop = augment_pair(x_crop, y_crop, self.augment, rng, make_input)
+        item = {"x": to_tensor(x_crop)[0], "y": to_tensor(y_crop)[0]}  # (1, S, S), (3, S, S)
         if self.reference:
             item["ref"] = to_tensor(self._reference(y, rng))[0]  # (3, S, S)
         return item

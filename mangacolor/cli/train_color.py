@@ -53,6 +53,9 @@ def train_color(
     crop_size: Annotated[int, typer.Option(min=8, help="Training crop side without --stages.")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step (per process).")] = 16,
     load_size: Annotated[int | None, typer.Option(help="Resize images to this long side before cropping.")] = None,
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment", help="Augment training crops (rotation, perspective, ...).")
+    ] = False,
     lr_g: Annotated[float, typer.Option(help="Generator learning rate.")] = 1e-4,
     lr_d: Annotated[float, typer.Option(help="Discriminator learning rate (two-timescale rule).")] = 4e-4,
     decay_start: Annotated[float, typer.Option(help="Linear decay to zero starts at this fraction.")] = 0.5,
@@ -123,6 +126,7 @@ def train_color(
             crop_size=crop_size,
             batch_size=batch_size,
             load_size=load_size,
+            augment=augment,
             lr_g=lr_g,
             lr_d=lr_d,
             decay_start=decay_start,

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mangacolor import checkpoint
-from mangacolor.data import ColorizationDataset, make_source, split_files
+from mangacolor.data import AugmentConfig, ColorizationDataset, make_source, split_files
 from mangacolor.errors import MangacolorError
 from mangacolor.losses import GANLoss
 from mangacolor.models import build_config, create_model, get_spec
@@ -66,6 +66,8 @@ class ColorTrainConfig:
         crop_size: crop size when ``stages`` is not given.
         batch_size: images per step (per process under torchrun).
         load_size: long side images are resized to before cropping (``None``: as stored).
+        augment: training-time augmentation (content-aware crops, flips, small rotations,
+            perspective, erasing, saturation jitter, input blur; ``data.AugmentConfig`` defaults).
         lr_g: generator learning rate.
         lr_d: discriminator learning rate (two-timescale update rule).
         betas: Adam betas.
@@ -107,6 +109,7 @@ class ColorTrainConfig:
     crop_size: int = 256
     batch_size: int = 16
     load_size: int | None = None
+    augment: bool = False
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -332,6 +335,7 @@ class ColorizerTask:
             lines_method=cfg.lines_method,
             flip=flip,
             reference=self.needs_reference,
+            augment=AugmentConfig() if cfg.augment and flip else None,
         )
 
     def make_dataset(self, size: int) -> ColorizationDataset:
