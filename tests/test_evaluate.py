@@ -313,3 +313,18 @@ def test_contact_sheet_mixes_grey_and_colour():
     assert sheet.shape == (22 + 10 + 4 + 4, 3 * 20 + 16, 3)
     with pytest.raises(ValueError):
         contact_sheet([])
+
+
+def test_evaluate_folders_with_lpips(folders, tmp_path):
+    pytest.importorskip("lpips")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    vgg = tmp_path / "vgg.safetensors"
+    save_file({f"features.{k}": v.half() for k, v in vgg16_features().state_dict().items()}, str(vgg))
+    pred, truth = folders
+    result = evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, vgg_weights=str(vgg), device="cpu"))
+    by_name = {s.name: s for s in result.images}
+    assert by_name["img0"].lpips == pytest.approx(0.0, abs=1e-6)
+    assert by_name["img1"].lpips > 0
+    assert result.means()["lpips"] is not None and "lpips" not in result.notes
