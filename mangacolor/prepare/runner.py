@@ -25,7 +25,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import islice
@@ -192,53 +192,78 @@ def iter_results(
             cv2.setNumThreads(threads)
         return
 
-    source = chunks()
-    pending: collections.deque[tuple[list[tuple[Job, FileResult | None]], Future | None]] = collections.deque()
+    yield from _pooled(chunks(), task, workers)
+
+
+_BROKEN = object()
+"""Stands for a chunk that could not even be submitted because the pool had broken."""
+
+
+def _pooled(
+    chunks: Iterator[list[tuple[Job, FileResult | None]]], task: Task, workers: int
+) -> Iterator[tuple[Job, FileResult]]:
+    """Run chunks in a process pool, a bounded window in flight, results in order."""
+    pending: collections.deque[tuple[list[tuple[Job, FileResult | None]], Any]] = collections.deque()
     executor = _executor(workers)
+    breaks_in_a_row = 0  # pool breaks with no finished chunk in between
+
+    def start(chunk: list[tuple[Job, FileResult | None]]) -> Any:
+        todo = [j for j, r in chunk if r is None]
+        if not todo:
+            return None
+        try:
+            return executor.submit(_run_chunk, task, todo)
+        except BrokenProcessPool:
+            return _BROKEN
+
+    def submit() -> bool:
+        chunk = next(chunks, None)
+        if chunk is None:
+            return False
+        pending.append((chunk, start(chunk)))
+        return True
+
     try:
-
-        def submit() -> bool:
-            chunk = next(source, None)
-            if chunk is None:
-                return False
-            todo = [j for j, r in chunk if r is None]
-            pending.append((chunk, executor.submit(_run_chunk, task, todo) if todo else None))
-            return True
-
         for _ in range(2 * workers):  # a bounded window of chunks in flight
             if not submit():
                 break
         while pending:
             chunk, future = pending.popleft()
             try:
+                if future is _BROKEN:
+                    raise BrokenProcessPool("the pool broke before this chunk was submitted")
                 computed = iter(future.result() if future is not None else ())
+                breaks_in_a_row = 0
             except BrokenProcessPool:
-                # A worker died (a decoder crash, the out-of-memory killer): the chunks in flight
-                # are lost. Report their files and go on with a fresh pool.
+                breaks_in_a_row += 1
+                if breaks_in_a_row >= 3:
+                    raise MangacolorError(
+                        "the worker processes keep dying without finishing a file; run with --workers 1 to see why"
+                        ' (a script that starts a pool needs an `if __name__ == "__main__":` guard)'
+                    ) from None
+                # A worker died (a decoder crash, the out-of-memory killer): its chunk is lost.
+                # Report those files and go on with a fresh pool, resubmitting what did not finish.
                 lost = "a worker process died (crash or out of memory) while this file's batch ran"
-                computed = iter([_lost(j, lost) for j, r in chunk if r is None])
+                computed = iter([FileResult(j.source, "failed", lost) for j, r in chunk if r is None])
                 executor.shutdown(wait=False, cancel_futures=True)
                 executor = _executor(workers)
-                for i, (other_chunk, other) in enumerate(pending):  # resubmit what did not finish
-                    if other is not None and (not other.done() or other.cancelled() or other.exception()):
-                        todo = [j for j, r in other_chunk if r is None]
-                        pending[i] = (other_chunk, executor.submit(_run_chunk, task, todo))
+                for i, (other_chunk, other) in enumerate(pending):
+                    if other is _BROKEN or (
+                        other is not None and (not other.done() or other.cancelled() or other.exception())
+                    ):
+                        pending[i] = (other_chunk, start(other_chunk))
             submit()
             for job, done in chunk:
                 yield job, done or next(computed)
     finally:
         for _, future in pending:
-            if future is not None:
+            if future is not None and future is not _BROKEN:
                 future.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _executor(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker)
-
-
-def _lost(job: Job, reason: str) -> FileResult:
-    return FileResult(job.source, "failed", reason)
 
 
 def _done_before(job: Job, overwrite: bool) -> bool:
