@@ -159,7 +159,7 @@ def filter_cmd(
         ),
     )
     if len(report.malformed) > SHOW_AT_MOST:
-        console.print(f"[yellow]... {len(report.malformed)} malformed metadata lines in all (see filter.json)[/]")
+        console.print(f"[yellow]... {len(report.malformed)} malformed lines in all, listed in filter.json[/]")
     console.print(
         f"{report.lines} metadata lines, {len(report.malformed)} malformed, {report.selected} posts selected; "
         f"manifest: {escape(str(report.manifest))}",

@@ -151,7 +151,7 @@ def hconcat_folders(
         report.add(result)
         if on_result is not None:
             on_result(result)
-    write_unmatched(matching, a_root, b_root, output_root / "unmatched.txt", ("A", "B"))
+    write_unmatched(matching, output_root / "unmatched.txt", ("A", "B"))
     return PairReport(report, matching)
 
 

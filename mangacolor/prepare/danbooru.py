@@ -415,7 +415,8 @@ def filter_posts(
     Streams the metadata once; images go to ``OUT/<id % 1000, 4 digits>/<id>.<ext>``. Writes
     ``OUT/manifest.jsonl`` (one line per selected post: id, md5, size, rating, output file, the
     metadata line it came from and the tags that matched) and ``OUT/filter.json`` (the criteria and
-    counts). With ``--shard i/n`` the names become ``manifest.shard-i-of-n.jsonl`` etc.
+    counts, with every malformed line as ``file:line: reason``). With ``--shard i/n`` the names
+    become ``manifest.shard-i-of-n.jsonl`` etc.
 
     Args:
         metadata: metadata files or folders.
@@ -517,6 +518,7 @@ def filter_posts(
         "max_files": max_files,
         "shard": f"{shard_index}/{shard_count}",
         **report.to_json(),
+        "malformed_lines": report.malformed,
     }
     atomic_write_bytes(output_root / f"filter{suffix}.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     return report

@@ -147,7 +147,7 @@ class PairReport:
     matching: Matching
 
 
-def write_unmatched(matching: Matching, a_root: Path, b_root: Path, path: Path, labels: tuple[str, str]) -> None:
+def write_unmatched(matching: Matching, path: Path, labels: tuple[str, str]) -> None:
     """List the unmatched and ambiguous files, one per line (``<side>\\t<path>``), in ``path``."""
     from mangacolor.imageio import atomic_write_bytes
 
@@ -196,5 +196,5 @@ def pair_folders(
         report.add(result)
         if on_result is not None:
             on_result(result)
-    write_unmatched(matching, bw_root, color_root, output_root / "unmatched.txt", ("bw", "color"))
+    write_unmatched(matching, output_root / "unmatched.txt", ("bw", "color"))
     return PairReport(report, matching)
