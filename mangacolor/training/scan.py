@@ -176,9 +176,13 @@ class ImagePool:
         Returns:
             (B, C, H, W): per image, the image itself while the pool fills; once it is full, with
             probability 1/2 a random stored image (the new one takes its place), else the new one.
+            Stored images of another size (from an earlier progressive stage) are dropped first.
         """
         if self.capacity == 0:
             return images.detach()
+        if self.images and self.images[0].shape != images.shape[1:]:
+            # A new progressive stage changed the image size: old fakes cannot share a batch with new ones.
+            self.images.clear()
         out = []
         for image in images.detach():  # (C, H, W)
             if len(self.images) < self.capacity:

@@ -113,6 +113,14 @@ def test_image_pool_state_round_trip_and_passthrough():
     assert torch.equal(ImagePool(0).query(x), x)
 
 
+def test_image_pool_drops_images_of_an_earlier_stage_size():
+    pool = ImagePool(capacity=2, seed=0)
+    pool.query(torch.zeros(2, 1, 4, 4))
+    out = pool.query(torch.ones(3, 1, 8, 8))  # a new progressive stage: 8 px instead of 4
+    assert out.shape == (3, 1, 8, 8) and torch.equal(out[:2], torch.ones(2, 1, 8, 8))  # refilled with new ones
+    assert len(pool) == 2 and all(t.shape == (1, 8, 8) for t in pool.images)
+
+
 @pytest.fixture
 def unpaired(tmp_path):
     """Four tiny 'scans' (luma plus dots) and six colour drawings, unrelated to each other."""
@@ -210,6 +218,15 @@ def test_resume_equivalence(unpaired, tmp_path):
     la = [[m[k] for k in keys] for m in _metrics(tmp_path / "straight")]
     lb = [[m[k] for k in keys] for m in _metrics(tmp_path / "split")]
     assert la == lb and len(la) == 4
+
+
+def test_progressive_stages_with_a_full_history_pool(unpaired, tmp_path):
+    """Two stages (32 then 48 px) with batch 2: the pools hold 32 px fakes when the 48 px stage starts."""
+    scans, colors = unpaired
+    path = train_scan_generator(_config(scans, colors, tmp_path / "r", steps=3, stages=[32, 48], save_every=0))
+    assert read_info(path).provenance["stages"] == [32, 48]
+    metrics = _metrics(tmp_path / "r")
+    assert len(metrics) == 6 and all(np.isfinite(m["loss_g"]) for m in metrics)
 
 
 def test_export_is_the_scan_generator_only(unpaired, tmp_path):
