@@ -473,9 +473,7 @@ class ColorizationDataset(Dataset):
             item["ref"] = to_tensor(self._reference(y, rng))[0]  # (3, S, S)
         return item
 
-    def _augmented_item(
-        self, x: np.ndarray | None, y: np.ndarray, rng: np.random.Generator
-    ) -> dict[str, torch.Tensor]:
+    def _augmented_item(self, x: np.ndarray | None, y: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """An item cut with :func:`content_aware_crop` and augmented by :func:`augment_pair`."""
         assert self.augment is not None
         s = self.size

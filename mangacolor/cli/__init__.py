@@ -26,6 +26,9 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Colorize greyscale manga pages and line art; build datasets and train the models."""
+    from mangacolor.cli._common import setup_logging
+
+    setup_logging()
 
 
 def _register() -> None:

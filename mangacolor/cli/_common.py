@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -27,6 +33,7 @@ console = Console(stderr=True)
 """Diagnostics and progress go to stderr; stdout carries data only."""
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 EXIT_FAILURES = 1
 """Exit code when a batch finished but some files failed."""
@@ -51,6 +58,74 @@ def guarded(func: F) -> F:
 def is_main_process() -> bool:
     """False on the non-zero ranks of a ``torchrun`` job (they stay quiet)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def setup_logging() -> None:
+    """Show the library's log messages (resumed step, weights loaded, skipped files) on the stderr console.
+
+    Rank 0 shows info and above; the other ranks of a ``torchrun`` job only warnings and errors.
+    """
+    logger = logging.getLogger("mangacolor")
+    if any(isinstance(h, RichHandler) for h in logger.handlers):
+        return
+    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if is_main_process() else logging.WARNING)
+
+
+def load_run_config(run_dir: Path, config_cls: type[T], command: str) -> T:
+    """Rebuild a training config from ``RUN_DIR/config.json`` for ``--resume RUN_DIR``.
+
+    The run folder is the one given now, so a run folder that was moved, or a resume from another
+    working directory, still finds its state.
+
+    Raises:
+        MangacolorError: no readable ``config.json`` in ``run_dir``.
+    """
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise MangacolorError(f"{config_path}: not found; is {run_dir} a {command} run folder?")
+    try:
+        stored = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MangacolorError(f"{config_path}: unreadable run config ({exc})") from None
+    known = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+    config = config_cls(**{k: v for k, v in stored.items() if k in known})
+    config.betas = tuple(config.betas)  # type: ignore[attr-defined]
+    config.run_dir = str(run_dir)  # type: ignore[attr-defined]
+    return config
+
+
+def absolute(path: Path | None) -> str | None:
+    """A path as stored in a run config: absolute, so ``--resume`` works from any working directory."""
+    return str(path.absolute()) if path is not None else None
+
+
+@contextmanager
+def training_progress(name: str, total: int, shown: Callable[[str], bool]) -> Iterator[Callable[..., None]]:
+    """A progress bar for a training run; yields the loop's ``on_step`` callback.
+
+    Args:
+        name: the bar's label.
+        total: steps of the whole run.
+        shown: which metric names appear beside the bar (losses are shown without ``loss_``).
+    """
+    with make_progress() as progress:
+        task = progress.add_task(name, total=total, status="")
+        started = False
+
+        def on_step(step: int, total_steps: int, scalars: dict[str, float] | None) -> None:
+            nonlocal started
+            if not started:  # a resumed run starts at its saved step: measure the rate (ETA) from here
+                progress.reset(task, total=total_steps, completed=step - 1)
+                started = True
+            status = None
+            if scalars:
+                status = " ".join(f"{k.removeprefix('loss_')}={v:.3g}" for k, v in scalars.items() if shown(k))
+            progress.update(task, completed=step, **({"status": status} if status else {}))
+
+        yield on_step
 
 
 def make_progress() -> Progress:

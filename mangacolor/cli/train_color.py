@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mangacolor.cli._common import console, guarded, is_main_process, make_progress
+from mangacolor.cli._common import absolute, console, guarded, is_main_process, load_run_config, training_progress
 from mangacolor.errors import MangacolorError
 from mangacolor.models import list_models
+from mangacolor.training.loop import parse_stages
 
 
 def _names(task: str) -> str:
@@ -94,23 +94,16 @@ def train_color(
     from mangacolor.training.colorizer import ColorTrainConfig, train_colorizer
 
     if resume is not None:
-        config_path = resume / "config.json"
-        if not config_path.exists():
-            raise MangacolorError(f"{config_path}: not found; is {resume} a train-color run folder?")
-        stored = json.loads(config_path.read_text())
-        known = {f.name for f in fields(ColorTrainConfig)}
-        config = ColorTrainConfig(**{k: v for k, v in stored.items() if k in known})
-        config.betas = tuple(config.betas)
-        total = config.steps * len(config.stages or [config.crop_size])
+        config = load_run_config(resume, ColorTrainConfig, "train-color")
     else:
         if data is None or run_dir is None:
             raise MangacolorError("give DATA and RUN_DIR, or --resume RUN_DIR")
         overrides = json.loads(model_config) if model_config else {}
         overrides.update({k: v for k, v in {"base_width": width, "depth": depth}.items() if v is not None})
         config = ColorTrainConfig(
-            data=str(data),
+            data=absolute(data),
             run_dir=str(run_dir),
-            input_dir=str(input_dir) if input_dir else None,
+            input_dir=absolute(input_dir),
             aligned=aligned,
             input_kind=input_kind,
             lines_method=lines_method,
@@ -122,7 +115,7 @@ def train_color(
                 **({"base_width": d_width} if d_width is not None else {}),
             },
             steps=steps,
-            stages=[int(s) for s in stages.split(",")] if stages else None,
+            stages=parse_stages(stages, crop_size) if stages else None,
             crop_size=crop_size,
             batch_size=batch_size,
             load_size=load_size,
@@ -135,9 +128,9 @@ def train_color(
             gan_loss=gan_loss,
             feature_matching_weight=feature_matching,
             perceptual_weight=perceptual,
-            vgg_weights=str(vgg_weights) if vgg_weights else None,
-            anime_weights=str(anime_weights) if anime_weights else None,
-            encoder_weights=str(encoder_weights) if encoder_weights else None,
+            vgg_weights=absolute(vgg_weights),
+            anime_weights=absolute(anime_weights),
+            encoder_weights=absolute(encoder_weights),
             freeze_encoder=freeze_encoder,
             pretrain_steps=pretrain_steps,
             val_fraction=val_fraction,
@@ -152,18 +145,11 @@ def train_color(
             log_every=log_every,
             half_checkpoint=half,
         )
-        total = steps * (len(config.stages) if config.stages else 1)
-    with make_progress() as progress:
-        task = progress.add_task("train-color", total=total, status="")
-
-        def on_step(step: int, total_steps: int, scalars: dict[str, float] | None) -> None:
-            status = None
-            if scalars:
-                shown = {k: v for k, v in scalars.items() if k.startswith("loss") or k in ("val_l1", "images_per_s")}
-                status = " ".join(f"{k.removeprefix('loss_')}={v:.3g}" for k, v in shown.items())
-            progress.update(task, completed=step, **({"status": status} if status else {}))
-
-        path = train_colorizer(config, resume=resume is not None, on_step=on_step)
+    total = config.steps * len(config.stages or [config.crop_size])
+    with training_progress(
+        "train-color", total, lambda k: k.startswith("loss") or k in ("val_l1", "images_per_s")
+    ) as cb:
+        path = train_colorizer(config, resume=resume is not None, on_step=cb)
     if is_main_process():
         console.print(f"checkpoint written: {path}")
         typer.echo(str(path))

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mangacolor.cli._common import console, guarded, is_main_process, make_progress
+from mangacolor.cli._common import absolute, console, guarded, is_main_process, load_run_config, training_progress
 from mangacolor.errors import MangacolorError
 from mangacolor.models import list_models
+from mangacolor.training.loop import parse_stages
 
 
 def _names(task: str) -> str:
@@ -70,21 +69,15 @@ def train_scan(
     from mangacolor.training.scan import ScanTrainConfig, train_scan_generator
 
     if resume is not None:
-        config_path = resume / "config.json"
-        if not config_path.exists():
-            raise MangacolorError(f"{config_path}: not found; is {resume} a train-scan run folder?")
-        stored = json.loads(config_path.read_text())
-        known = {f.name for f in fields(ScanTrainConfig)}
-        config = ScanTrainConfig(**{k: v for k, v in stored.items() if k in known})
-        config.betas = tuple(config.betas)
+        config = load_run_config(resume, ScanTrainConfig, "train-scan")
     else:
         if scans is None or colors is None or run_dir is None:
             raise MangacolorError("give SCANS, COLORS and RUN_DIR, or --resume RUN_DIR")
         g = {k: v for k, v in {"base_width": width, "n_blocks": blocks}.items() if v is not None}
         gc = {k: v for k, v in {"base_width": c_width, "n_blocks": c_blocks}.items() if v is not None}
         config = ScanTrainConfig(
-            scans=str(scans),
-            colors=str(colors),
+            scans=absolute(scans),
+            colors=absolute(colors),
             run_dir=str(run_dir),
             arch=arch,
             generator=g,
@@ -92,7 +85,7 @@ def train_scan(
             discriminator_arch=disc,
             discriminator={"base_width": d_width} if d_width is not None else {},
             steps=steps,
-            stages=[int(s) for s in stages.split(",")] if stages else None,
+            stages=parse_stages(stages, crop_size) if stages else None,
             crop_size=crop_size,
             batch_size=batch_size,
             epoch_length=epoch_length,
@@ -117,17 +110,8 @@ def train_scan(
             half_checkpoint=half,
         )
     total = config.steps * len(config.stages or [config.crop_size])
-    with make_progress() as progress:
-        task = progress.add_task("train-scan", total=total, status="")
-
-        def on_step(step: int, total_steps: int, scalars: dict[str, float] | None) -> None:
-            status = None
-            if scalars:
-                shown = {k: v for k, v in scalars.items() if k.startswith("loss") or k == "images_per_s"}
-                status = " ".join(f"{k.removeprefix('loss_')}={v:.3g}" for k, v in shown.items())
-            progress.update(task, completed=step, **({"status": status} if status else {}))
-
-        path = train_scan_generator(config, resume=resume is not None, on_step=on_step)
+    with training_progress("train-scan", total, lambda k: k.startswith("loss") or k == "images_per_s") as cb:
+        path = train_scan_generator(config, resume=resume is not None, on_step=cb)
     if is_main_process():
         console.print(f"scan generator written: {path}")
         typer.echo(str(path))

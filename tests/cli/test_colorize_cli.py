@@ -122,3 +122,28 @@ def test_train_color_rejects_bad_crop_and_empty_folder(color_folder, tmp_path):
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip()
+
+
+def test_train_color_resume_from_a_moved_run_folder_and_another_directory(color_folder, tmp_path, monkeypatch):
+    """Paths in config.json are absolute and --resume uses the folder it is given."""
+    monkeypatch.chdir(color_folder.parent)
+    toy = ["--width", "4", "--depth", "3", "--d-width", "4", "--batch-size", "2", "--crop-size", "32"]
+    result = runner.invoke(app, ["train-color", color_folder.name, "run", "--steps", "2", "--save-every", "1", *toy])
+    assert result.exit_code == 0, result.output
+    assert json.loads((color_folder.parent / "run" / "config.json").read_text())["data"] == str(color_folder)
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    (color_folder.parent / "run").rename(moved)
+    monkeypatch.chdir(moved.parent)
+    again = runner.invoke(app, ["train-color", "--resume", str(moved)])
+    assert again.exit_code == 0, again.output
+    assert again.stdout.strip() == str(moved / "model.safetensors")
+    assert "resumed at step 2" in again.stderr  # library log messages reach the console
+
+
+@pytest.mark.parametrize("command", ["train-color", "train-scan"])
+def test_bad_stages_are_one_line_errors(color_folder, tmp_path, command):
+    folders = [str(color_folder)] * (2 if command == "train-scan" else 1)
+    result = runner.invoke(app, [command, *folders, str(tmp_path / "r"), "--stages", "32,x"])
+    assert result.exit_code == 2 and "--stages must be sizes separated by commas" in result.stderr
+    assert "Traceback" not in result.output

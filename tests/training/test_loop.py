@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -148,6 +149,20 @@ def test_ddp_two_processes_gloo(color_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     check = records[-1]
-    assert check["ranks_in_sync"] is True and len(check["rank_checksums"]) == 2
+    assert check["ranks_in_sync"] is True and len(check["rank_weight_digests"]) == 2
     assert records[0]["images_per_s"] > 0 and (run / "model.safetensors").exists()
     assert proc.stdout.strip().splitlines() == [str(run / "model.safetensors")]  # rank 0 only
+
+
+def test_weights_digest_is_bit_exact():
+    from mangacolor.training.loop import weights_digest
+
+    a = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
+    b = copy.deepcopy(a)
+    assert weights_digest(a) == weights_digest(b)
+    b[1].running_mean += 1  # buffers are not weights (DDP keeps each rank's own statistics)
+    assert weights_digest(a) == weights_digest(b)
+    with torch.no_grad():
+        w = b[0].weight.view(-1)
+        w[0] = torch.nextafter(w[0], torch.tensor(1.0))  # one ulp in one weight
+    assert weights_digest(a) != weights_digest(b)

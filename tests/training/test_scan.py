@@ -268,5 +268,5 @@ def test_ddp_two_processes_gloo(unpaired, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["ranks_in_sync"] is True and len(records[-1]["rank_checksums"]) == 2
+    assert records[-1]["ranks_in_sync"] is True and len(records[-1]["rank_weight_digests"]) == 2
     assert proc.stdout.strip().splitlines() == [str(run / "model.safetensors")]  # rank 0 only
