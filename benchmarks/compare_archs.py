@@ -28,6 +28,7 @@ Writes ``OUT/results.md`` (markdown table, also printed), ``OUT/results.json``, 
 ``OUT/sheets/`` and every run, prediction and evaluation under ``OUT/``. Usage::
 
     python benchmarks/compare_archs.py DATA OUT --minutes 10 --size 256 --vgg-weights vgg16.safetensors
+    python benchmarks/compare_archs.py DATA OUT --minutes 2.5 --size 128 --preset small   # CPU scale
     python benchmarks/compare_archs.py DATA /tmp/cmp --minutes 0.2 --size 64 --limit 40 --toy   # smoke test
 """
 
@@ -51,6 +52,17 @@ from mangacolor.errors import ImageReadError, MangacolorError
 from mangacolor.evaluate import EvalConfig, evaluate_folders
 from mangacolor.imageio import list_images, read_image, write_image
 from mangacolor.models import get_spec, list_models
+
+SMALL: dict[str, dict[str, Any]] = {
+    # CPU-scale widths (about a quarter of the defaults) for --preset small; depths fit 128 px crops.
+    "unet": {"base_width": 16, "depth": 7},
+    "unet-attn": {"base_width": 16, "depth": 7},
+    "resnet-unet": {"width": 16, "decoder_widths": (128, 64, 32, 24, 16)},
+    "sgru": {"base_width": 16, "depth": 4},
+    "reference-unet": {"base_width": 16, "depth": 7, "style_size": 112},
+    "patchgan": {"base_width": 32},
+}
+"""Per-architecture configs of ``--preset small``; ``resnet-unet`` keeps ResNet50's block counts."""
 
 BASELINE_INPUT = "input (no colour)"
 BASELINE_L1 = "unet (L1 only)"
@@ -223,7 +235,11 @@ def markdown_table(entries: list[Entry]) -> str:
 
 
 def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, arch: str, l1_only: bool) -> dict[str, Any]:
-    model = dict(get_spec(arch).toy) if args.toy else {}
+    if args.toy:
+        model = dict(get_spec(arch).toy)
+    else:
+        model = dict(SMALL.get(arch, {})) if args.preset == "small" else {}
+    model.update(args.model_config.get(arch, {}))
     kwargs: dict[str, Any] = dict(
         data=str(data),
         input_kind=kind,
@@ -242,6 +258,8 @@ def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, arch: str, l1
     )
     if args.toy:
         kwargs["discriminator"] = dict(get_spec("patchgan").toy)
+    elif args.preset == "small":
+        kwargs["discriminator"] = dict(SMALL["patchgan"])
     if l1_only:
         kwargs["gan_weight"] = 0.0
     return kwargs
@@ -265,6 +283,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vgg-weights", default=None, help="VGG16 weights (SGRU's loss and LPIPS)")
     parser.add_argument("--encoder-weights", default=None, help="Danbooru ResNet50 for resnet-unet")
     parser.add_argument("--toy", action="store_true", help="toy widths from the registry (smoke tests)")
+    parser.add_argument(
+        "--preset",
+        choices=["default", "small"],
+        default="default",
+        help="default: each architecture's default config; small: CPU-scale widths (see SMALL)",
+    )
+    parser.add_argument(
+        "--model-config",
+        action="append",
+        default=[],
+        metavar="ARCH=JSON",
+        help="config fields for one architecture, e.g. unet='{\"depth\": 7}' (repeatable)",
+    )
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--sheet-count", type=int, default=8)
     parser.add_argument(
@@ -274,6 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configs: dict[str, dict[str, Any]] = {}
+    for item in args.model_config:
+        arch, sep, text = item.partition("=")
+        try:
+            configs[arch] = json.loads(text) if sep else None
+        except ValueError:
+            configs[arch] = None
+        if not isinstance(configs[arch], dict):
+            parser.error(f"--model-config takes ARCH=JSON object, e.g. unet='{{\"depth\": 7}}'. Got {item!r}")
+    args.model_config = configs
 
     unknown = [a for a in args.archs if a not in colorizers]
     if unknown:

@@ -242,6 +242,7 @@ def load_lpips(vgg_weights: str | Path | None = None) -> LPIPS:
 
 
 def _to_unit_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    image = np.ascontiguousarray(image) if image.flags.writeable else image.copy()  # torch wants writable memory
     return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1.0).to(device)  # (1, 3, H, W)
 
 
