@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mangacolor.errors import FileError, MangacolorError
-from mangacolor.imageio import atomic_write_bytes
+from mangacolor.imageio import atomic_write_bytes, is_image_path
 from mangacolor.prepare.runner import Job, RunOptions, iter_results, shard_of
 from mangacolor.report import BatchReport, FileResult
 
@@ -88,10 +88,13 @@ def _int(value: Any, name: str, required: bool = False) -> int | None:
     if isinstance(value, bool):
         raise MalformedPost(f"{name!r} is not a number: {value!r}")
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = float(value) if isinstance(value, str) and not value.strip().lstrip("+-").isdigit() else value
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError(number)
+        return int(number)
+    except (TypeError, ValueError, OverflowError):
         if required:
-            raise MalformedPost(f"{name!r} is not a number: {value!r}") from None
+            raise MalformedPost(f"{name!r} is not a whole number: {value!r}") from None
         return None
 
 
@@ -179,18 +182,29 @@ class MetadataLine:
         return f"{self.file}:{self.line}"
 
 
+def _is_metadata_name(name: str) -> bool:
+    # Danbooru2017-2020 name their metadata files by number alone (e.g. ``2019000000000000``).
+    return name.endswith(METADATA_SUFFIXES) or name.isdigit()
+
+
 def metadata_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The metadata files named by ``paths`` (files, or folders searched for ``*.json[l][.gz]``), sorted."""
+    """The metadata files named by ``paths``, sorted.
+
+    Folders are searched for ``*.json``, ``*.jsonl`` (optionally ``.gz``) and the all-digit names of
+    the 2017-2020 releases.
+    """
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(METADATA_SUFFIXES)))
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and _is_metadata_name(f.name)))
         elif p.is_file():
             files.append(p)
         else:
             raise MangacolorError(f"{p}: no such metadata file or folder")
     if not files:
-        raise MangacolorError(f"no metadata files (*.json, *.jsonl, optionally .gz) in {', '.join(map(str, paths))}")
+        raise MangacolorError(
+            f"no metadata files (*.json, *.jsonl, optionally .gz, or all-digit names) in {', '.join(map(str, paths))}"
+        )
     return files
 
 
@@ -240,7 +254,8 @@ class TagFilter:
         exclude_tags: none of these may be present.
         ratings: allowed rating letters (empty: any, including unknown).
         min_size: the original's short side must be at least this (0: any; unknown size fails).
-        categories: look tags up only in these categories (empty: all tags).
+        categories: look the required (``tags``) and ``any_tags`` up only in these categories (empty: all
+            tags); excluded tags are always looked up among all of a post's tags.
         include_deleted: keep deleted posts too (off: deleted posts are skipped).
     """
 
@@ -292,14 +307,16 @@ class TagFilter:
                 return False, "size unknown"
             if min(post.width, post.height) < self.min_size:
                 return False, "too small"
+        if self.exclude_tags & post.tags:
+            return False, "excluded tag"
+        if self.categories and not post.tags_by_category and (self.tags or self.any_tags):
+            return False, "no tag categories in the metadata"
         searched = self._searched(post)
         if not self.tags <= searched:
             return False, "missing a required tag"
         hits = sorted(self.any_tags & searched)
         if self.any_tags and not hits:
             return False, "none of the --any-tag tags"
-        if self.exclude_tags & searched:
-            return False, "excluded tag"
         return True, {"tags": sorted(self.tags), "any_tags": hits}
 
 
@@ -464,6 +481,9 @@ def filter_posts(
                 ok, why = False, "duplicate id"
             if not ok:
                 report.rejected[str(why)] += 1
+                continue
+            if subset != "512px" and post.file_ext and not is_image_path(f"x.{post.file_ext}"):
+                report.rejected[f"not an image (file_ext {post.file_ext})"] += 1  # videos, zips, flash
                 continue
             expected = image_path(post, image_root, subset, layout)
             src = resolve_image(expected)

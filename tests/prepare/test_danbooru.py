@@ -299,3 +299,47 @@ def test_image_path_layouts():
     assert image_path(post, "/d") == Path("/d/512px/0456/123456.jpg")
     assert image_path(post, "/d", "original") == Path("/d/original/0456/123456.png")
     assert image_path(post, "/d", "original", "{root}/{md5}.{ext}") == Path("/d/abc.png")
+
+
+def test_category_limits_required_tags_but_not_exclusions():
+    post = parse_post(
+        {"id": 7, "tag_string_character": "hatsune_miku", "tag_string_general": "comic 1girl", "rating": "g"}
+    )
+    miku = frozenset({"hatsune_miku"})
+    in_character = TagFilter(tags=miku, categories=frozenset({"character"}))
+    assert in_character.match(post)[0]
+    # An excluded tag is looked up among all tags: a comic is out whatever --category says.
+    no_comics = TagFilter(tags=miku, categories=frozenset({"character"}), exclude_tags=frozenset({"comic"}))
+    assert no_comics.match(post) == (False, "excluded tag")
+    flat = parse_post({"id": 8, "tag_string": "hatsune_miku 1girl"})  # no per-category strings
+    assert in_character.match(flat) == (False, "no tag categories in the metadata")
+
+
+def test_numbers_must_be_whole():
+    assert parse_post({"id": "12", "image_width": "512.0", "image_height": 300.0}).width == 512
+    assert parse_post({"id": 12, "image_height": 300.0}).height == 300
+    assert parse_post({"id": 12, "image_width": "512.5"}).width is None
+    with pytest.raises(ValueError, match="whole number"):
+        parse_post({"id": 4.7})
+    with pytest.raises(ValueError, match="whole number"):
+        parse_post({"id": "abc"})
+
+
+def test_extensionless_metadata_files_and_non_image_posts(tmp_path):
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    records = [
+        {"id": "5", "file_ext": "png", "tags": _old_tags(("cat", "0")), "rating": "s"},
+        {"id": "6", "file_ext": "mp4", "tags": _old_tags(("cat", "0")), "rating": "s"},
+        {"id": "7", "file_ext": "zip", "tags": _old_tags(("cat", "0")), "rating": "s"},
+    ]
+    (meta / "2017000000000001").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    (meta / "README").write_text("not metadata\n")
+    for post_id, ext in ((5, "png"), (6, "mp4"), (7, "zip")):
+        path = tmp_path / "original" / f"{post_id:04d}" / f"{post_id}.{ext}"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+    out = tmp_path / "out"
+    report = filter_posts([meta], tmp_path, out, TagFilter(tags=frozenset({"cat"})), RunOptions(workers=1), "original")
+    assert [r["id"] for r in _manifest(out)] == [5] and not report.malformed  # README was not read
+    assert report.rejected["not an image (file_ext mp4)"] == 1 and report.rejected["not an image (file_ext zip)"] == 1
