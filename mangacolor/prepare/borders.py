@@ -111,24 +111,28 @@ def _per_side_max(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) ->
     return max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
 
 
-def letterbox_box(shape: tuple[int, int], original_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+def letterbox_box(
+    shape: tuple[int, int], original_size: tuple[int, int], enlarge: bool = True
+) -> tuple[int, int, int, int] | None:
     """Content box of an image letterboxed to a square from a known original size.
 
-    Danbooru's 512px subset shrinks the long side to the square's side and centres the image.
+    Danbooru's 512px subset brings the long side to the square's side and centres the image.
 
     Args:
         shape: ``(H, W)`` of the letterboxed image.
         original_size: ``(width, height)`` of the original post.
+        enlarge: an original smaller than the square was scaled up to fill it; ``False``: it was
+            only padded (a shrink-only resize), so its box keeps the original size.
 
     Returns:
         ``(top, bottom, left, right)``, or ``None`` when ``shape`` is not such a letterbox of
-        that original (not square, or the aspect ratios already agree).
+        that original (not square, or the content fills the square).
     """
     h, w = shape
     ow, oh = original_size
-    if h != w or ow <= 0 or oh <= 0 or ow == oh:
+    if h != w or ow <= 0 or oh <= 0 or (ow == oh and (enlarge or ow >= h)):
         return None
-    scale = h / max(ow, oh)
+    scale = h / max(ow, oh) if enlarge else min(1.0, h / max(ow, oh))
     cw, ch = max(1, round(ow * scale)), max(1, round(oh * scale))
     if (cw, ch) == (w, h):
         return None
@@ -172,6 +176,27 @@ class CropConfig:
             raise ValueError(f"size must be >= 1. Got {self.size}")
 
 
+def _metadata_box(
+    image: np.ndarray, original_size: tuple[int, int], tolerance: int
+) -> tuple[int, int, int, int] | None:
+    """The letterbox box for a known original size.
+
+    For an original smaller than the square, the image itself says whether it was scaled up to fill
+    the square or only padded: when the band between the two candidate boxes is black padding,
+    the padded (smaller) box is the content.
+    """
+    filled = letterbox_box(image.shape[:2], original_size)
+    padded = letterbox_box(image.shape[:2], original_size, enlarge=False)
+    if padded is None or padded == filled:
+        return filled
+    top, bottom, left, right = filled or (0, image.shape[0], 0, image.shape[1])
+    band = image[top:bottom, left:right].copy()
+    pt, pb, pl, pr = padded
+    band[pt - top : pb - top, pl - left : pr - left] = 0  # only the band outside the padded box counts
+    dark = band.max(axis=-1) if band.ndim == 3 else band  # (h, w)
+    return padded if np.count_nonzero(dark > tolerance) <= 0.01 * dark.size else filled
+
+
 def crop_image(
     image: np.ndarray, config: CropConfig = CropConfig(), original_size: tuple[int, int] | None = None
 ) -> np.ndarray:
@@ -189,7 +214,7 @@ def crop_image(
     Raises:
         TooSmall: the short side after cropping is below ``config.min_size``.
     """
-    box = letterbox_box(image.shape[:2], original_size) if original_size else None
+    box = _metadata_box(image, original_size, config.tolerance) if original_size else None
     if box is None:
         box = detect_borders(image, config.color, config.tolerance, config.outlier_fraction)
     top, bottom, left, right = box
@@ -218,17 +243,18 @@ class _CropTransform:
             raise SkipImage(str(exc)) from None
 
 
-def load_original_sizes(metadata: list[Path]) -> dict[int, tuple[int, int]]:
+def load_original_sizes(metadata: list[Path], wanted: set[int] | None = None) -> dict[int, tuple[int, int]]:
     """Post id -> original ``(width, height)`` from Danbooru metadata or a ``prepare filter`` manifest.
 
-    Lines without an id or a size are ignored. Memory: one small entry per post.
+    Lines without an id or a size are ignored. Memory: one small entry per post, and with ``wanted``
+    only for those ids (the images of the folder being cropped, not the whole dump's posts).
     """
     from mangacolor.prepare.danbooru import read_metadata
 
     sizes: dict[int, tuple[int, int]] = {}
     for line in read_metadata(metadata):
         post = line.post
-        if post is not None and post.width and post.height:
+        if post is not None and post.width and post.height and (wanted is None or post.id in wanted):
             sizes[post.id] = (post.width, post.height)
     return sizes
 
@@ -258,7 +284,12 @@ def crop_folder(
     """
     from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, run_jobs
 
-    sizes = load_original_sizes(metadata) if metadata else {}
+    from mangacolor.imageio import list_images
+
+    sizes: dict[int, tuple[int, int]] = {}
+    if metadata:
+        ids = {int(p.stem) for p in list_images(input_root) if p.stem.isdigit()}  # one int per image
+        sizes = load_original_sizes(metadata, ids)
 
     def original_size(path: Path) -> tuple[int, int] | None:
         return sizes.get(int(path.stem)) if path.stem.isdigit() else None

@@ -65,3 +65,20 @@ def test_min_size_and_resize():
         crop_image(img, CropConfig(min_size=32))
     out = crop_image(img, CropConfig(size=32))
     assert out.shape == (12, 32, 3)
+
+
+def test_letterbox_of_an_original_smaller_than_the_square():
+    """A 300x200 original in a 512 square: padded (shrink-only resize) or scaled up, the pixels decide."""
+    art = np.full((200, 300, 3), 200, np.uint8)
+    art[:, :40] = 10  # dark content at the image's own edge
+    padded = np.zeros((512, 512, 3), np.uint8)
+    padded[156:356, 106:406] = art
+    assert letterbox_box((512, 512), (300, 200), enlarge=False) == (156, 356, 106, 406)
+    assert crop_image(padded, CropConfig(), original_size=(300, 200)).shape == (200, 300, 3)
+    scaled = np.zeros((512, 512, 3), np.uint8)
+    scaled[85:426] = cv2.resize(art, (512, 341), interpolation=cv2.INTER_LINEAR)
+    assert letterbox_box((512, 512), (300, 200)) == (85, 426, 0, 512)
+    assert crop_image(scaled, CropConfig(), original_size=(300, 200)).shape == (341, 512, 3)
+    square = np.zeros((512, 512, 3), np.uint8)
+    square[206:306, 206:306] = 200
+    assert crop_image(square, CropConfig(), original_size=(100, 100)).shape == (100, 100, 3)
