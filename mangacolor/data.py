@@ -119,29 +119,27 @@ class ColorFolderSource:
         return None, read_image(self.files[index], mode="RGB")
 
 
-def _stem_key(path: Path, root: Path) -> str:
-    return path.relative_to(root).with_suffix("").as_posix()
-
-
 class PairedFolderSource:
     """Greyscale inputs and colour targets in two folders, matched by relative path without ending."""
 
     def __init__(self, input_root: str | Path, color_root: str | Path, pairs: list[tuple[Path, Path]] | None = None):
         self.input_root, self.color_root = Path(input_root), Path(color_root)
         if pairs is None:
-            inputs = {_stem_key(p, self.input_root): p for p in list_images(self.input_root)}
-            pairs = []
-            for target in list_images(self.color_root):
-                match = inputs.get(_stem_key(target, self.color_root))
-                if match is not None:
-                    pairs.append((match, target))
+            from mangacolor.prepare.pair import match_stems  # the one place that matches names
+
+            matching = match_stems(self.input_root, self.color_root)
+            pairs = [(a, b) for _, a, b in matching.pairs]
             if not pairs:
                 raise MangacolorError(
                     f"{self.input_root} and {self.color_root}: no file names in common (pairs match by name stem)"
                 )
-            unmatched = len(inputs) - len(pairs)
-            if unmatched:
-                log.warning("%d input image(s) in %s have no colour partner", unmatched, self.input_root)
+            for count, what, root in (
+                (len(matching.unmatched_a), "input image(s) have no colour partner", self.input_root),
+                (len(matching.unmatched_b), "colour image(s) have no input partner", self.color_root),
+                (len(matching.ambiguous), "name(s) have several files (e.g. x.png and x.jpg), left out", None),
+            ):
+                if count:
+                    log.warning("%d %s%s", count, what, f" in {root}" if root else "")
         self.pairs = pairs
 
     def __len__(self) -> int:
@@ -569,6 +567,9 @@ class UnpairedDataset(Dataset):
         load_size: long side images are resized to before cropping (``None``: as stored).
         flip: random horizontal flips (independent for the two crops).
         cache: keep decoded images in memory (``None``: for folders up to 5000 files).
+        augment: augment each crop on its own (``None``: plain crop and flip): content-aware crops,
+            then :func:`augment_pair`'s geometric operations and erasing on both kinds, saturation
+            jitter on colour crops and Gaussian blur on scan crops.
 
     Items are dicts with ``scan`` float (1, S, S) and ``color`` float (3, S, S), in [-1, 1].
     """
@@ -583,12 +584,14 @@ class UnpairedDataset(Dataset):
         load_size: int | None = None,
         flip: bool = True,
         cache: bool | None = None,
+        augment: AugmentConfig | None = None,
     ) -> None:
         if epoch_length < 1:
             raise MangacolorError(f"epoch length must be at least 1. Got {epoch_length}")
         self.scans = _ImageFolder(scans, "L", load_size, cache)
         self.colors = _ImageFolder(colors, "RGB", load_size, cache)
         self.size, self.epoch_length, self.seed, self.flip = size, epoch_length, seed, flip
+        self.augment = augment
 
     def __len__(self) -> int:
         return self.epoch_length
@@ -596,12 +599,26 @@ class UnpairedDataset(Dataset):
     def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         s = self.size
         image = ensure_min_side(image, s)
+        if self.augment is not None:
+            return self._augmented_crop(image, rng)
         h, w = image.shape[:2]
         top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
         crop = image[top : top + s, left : left + s]
         if self.flip and rng.random() < 0.5:
             crop = crop[:, ::-1]
         return np.ascontiguousarray(crop)
+
+    def _augmented_crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A content-aware crop augmented alone: (S, S) scan or (S, S, 3) colour."""
+        assert self.augment is not None
+        s = self.size
+        top, left = content_aware_crop(image, s, self.augment, rng)
+        crop = image[top : top + s, left : left + s]
+        if crop.ndim == 2:  # a scan is the "input" of augment_pair: it gets the blur, not the saturation
+            x, _ = augment_pair(crop, np.repeat(crop[..., None], 3, axis=-1), self.augment, rng)  # (S, S)
+            return x
+        _, y = augment_pair(None, crop, self.augment, rng, make_input=luma)  # (S, S, 3)
+        return y
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
         from mangacolor.training.loop import item_rng

@@ -44,6 +44,9 @@ def train_scan(
     load_size: Annotated[
         int | None, typer.Option(help="Resize images to this long side before cropping (default: native).")
     ] = None,
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment", help="Augment the crops of both folders (rotation, blur, ...).")
+    ] = False,
     lr_g: Annotated[float, typer.Option(help="Generators' learning rate.")] = 2e-4,
     lr_d: Annotated[float, typer.Option(help="Discriminators' learning rate.")] = 2e-4,
     decay_start: Annotated[float, typer.Option(help="Linear decay to zero starts at this fraction.")] = 0.5,
@@ -90,6 +93,7 @@ def train_scan(
             batch_size=batch_size,
             epoch_length=epoch_length,
             load_size=load_size,
+            augment=augment,
             lr_g=lr_g,
             lr_d=lr_d,
             decay_start=decay_start,

@@ -282,9 +282,8 @@ def crop_folder(
             use the post's original size to undo the letterbox exactly.
         on_result: called with each file's outcome.
     """
-    from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, run_jobs
-
     from mangacolor.imageio import list_images
+    from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, run_jobs
 
     sizes: dict[int, tuple[int, int]] = {}
     if metadata:

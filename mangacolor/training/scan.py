@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mangacolor import checkpoint
-from mangacolor.data import UnpairedDataset
+from mangacolor.data import AugmentConfig, UnpairedDataset
 from mangacolor.errors import MangacolorError
 from mangacolor.losses import GANLoss
 from mangacolor.models import build_config, create_model, get_spec
@@ -91,6 +91,7 @@ class ScanTrainConfig:
         batch_size: image pairs per step (per process under torchrun); CycleGAN uses 1.
         epoch_length: items per epoch (explicit; each item draws one scan and one colour image).
         load_size: long side images are resized to before cropping (``None``: native resolution).
+        augment: augment the crops of both folders (see :class:`mangacolor.data.UnpairedDataset`).
         lr_g: learning rate of both generators.
         lr_d: learning rate of both discriminators.
         betas: Adam betas.
@@ -124,6 +125,7 @@ class ScanTrainConfig:
     batch_size: int = 1
     epoch_length: int = 1000
     load_size: int | None = None
+    augment: bool = False
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -353,7 +355,13 @@ class ScanTask:
         cfg = self.cfg
         if self.train_set is None:
             self.train_set = UnpairedDataset(
-                cfg.scans, cfg.colors, size, cfg.epoch_length, seed=cfg.seed, load_size=cfg.load_size
+                cfg.scans,
+                cfg.colors,
+                size,
+                cfg.epoch_length,
+                seed=cfg.seed,
+                load_size=cfg.load_size,
+                augment=AugmentConfig() if cfg.augment else None,
             )
         else:  # a new stage: same decoded images, new crop size
             self.train_set.size = size

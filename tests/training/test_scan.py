@@ -229,6 +229,13 @@ def test_progressive_stages_with_a_full_history_pool(unpaired, tmp_path):
     assert len(metrics) == 6 and all(np.isfinite(m["loss_g"]) for m in metrics)
 
 
+def test_augmented_training(unpaired, tmp_path):
+    scans, colors = unpaired
+    train_scan_generator(_config(scans, colors, tmp_path / "r", steps=2, save_every=0, augment=True))
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["augment"] is True
+    assert all(np.isfinite(m["loss_g"]) for m in _metrics(tmp_path / "r"))
+
+
 def test_export_is_the_scan_generator_only(unpaired, tmp_path):
     scans, colors = unpaired
     path = train_scan_generator(_config(scans, colors, tmp_path / "r", steps=2, save_every=0, sample_every=1))

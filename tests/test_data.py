@@ -1,0 +1,48 @@
+"""Datasets: paired folders matched by name (both sides reported), unpaired crops with augmentation."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from mangacolor.color import luma
+from mangacolor.data import AugmentConfig, PairedFolderSource, UnpairedDataset
+from mangacolor.errors import MangacolorError
+from mangacolor.imageio import write_image
+from tests.conftest import drawing
+
+
+def test_paired_folders_report_unmatched_files_on_both_sides(tmp_path, caplog):
+    bw, color = tmp_path / "bw", tmp_path / "color"
+    for name in ("p1", "p2", "only_bw"):
+        write_image(bw / f"{name}.png", luma(drawing(seed=1)))
+    write_image(bw / "dup.png", luma(drawing(seed=2)))
+    write_image(bw / "dup.jpg", luma(drawing(seed=2)))
+    for name in ("p1", "p2", "only_color", "dup"):
+        write_image(color / f"{name}.webp", drawing(seed=3))
+    with caplog.at_level(logging.WARNING, logger="mangacolor"):
+        source = PairedFolderSource(bw, color)
+    assert [(a.name, b.name) for a, b in source.pairs] == [("p1.png", "p1.webp"), ("p2.png", "p2.webp")]
+    assert "1 input image(s) have no colour partner" in caplog.text
+    assert "1 colour image(s) have no input partner" in caplog.text
+    assert "1 name(s) have several files" in caplog.text
+    write_image(tmp_path / "other" / "x.png", drawing(seed=4))
+    with pytest.raises(MangacolorError, match="no file names in common"):
+        PairedFolderSource(bw, tmp_path / "other")
+
+
+def test_unpaired_augmented_crops_are_deterministic_and_keep_their_kind(tmp_path):
+    scans, colors = tmp_path / "scans", tmp_path / "colors"
+    for i in range(3):
+        write_image(scans / f"s{i}.png", luma(drawing(64, 80, seed=10 + i)))
+        write_image(colors / f"c{i}.png", drawing(64, 80, seed=i))
+    strong = AugmentConfig(rotate_p=1.0, perspective_p=1.0, blur_p=1.0, saturation_p=1.0, erase_p=1.0)
+    ds = UnpairedDataset(scans, colors, size=32, epoch_length=4, seed=3, augment=strong)
+    plain = UnpairedDataset(scans, colors, size=32, epoch_length=4, seed=3)
+    a, b, c = ds[(0, 1)], ds[(0, 1)], plain[(0, 1)]
+    assert a["scan"].shape == (1, 32, 32) and a["color"].shape == (3, 32, 32)
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)  # the same key gives the same item
+    assert not np.array_equal(a["color"].numpy(), c["color"].numpy())  # augmentation changed the crop
+    assert float(a["scan"].min()) >= -1.0 and float(a["color"].max()) <= 1.0
