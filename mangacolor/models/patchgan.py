@@ -61,6 +61,14 @@ class PatchDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         init_weights(self)
 
+    returns_features = False
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest input side: the last normalised map must be at least 2x2 (stride-2 layers halve it,
+        the stride-1 layer takes one off) and the logits at least 1x1."""
+        return 3 * 2**self.config.n_layers
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, 1, H', W')
 
@@ -130,6 +138,13 @@ class MultiscaleDiscriminator(nn.Module):
         self.config = config
         self.scales = nn.ModuleList([_FeaturePatchGAN(config) for _ in range(config.num_scales)])
         init_weights(self)
+
+    returns_features = True
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest input side: the coarsest scale sees the input shrunk ``2**(num_scales - 1)`` times."""
+        return 3 * 2**self.config.n_layers * 2 ** (self.config.num_scales - 1)
 
     def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
         """(B, C, H, W) -> one list per scale (full resolution first) of feature maps, the logits last."""

@@ -33,6 +33,7 @@ from mangacolor.models import build_config, create_model, get_spec
 from mangacolor.training.loop import (
     DistContext,
     LoopConfig,
+    check_stage_sizes,
     parse_stages,
     resolve_device,
     run_training,
@@ -210,6 +211,8 @@ class ColorizerTask:
         except (TypeError, ValueError) as exc:
             raise MangacolorError(str(exc)) from None
         self.size_multiple = int(getattr(self.generator, "size_multiple", 1))
+        min_size = int(getattr(self.discriminator, "min_input_size", 1))
+        check_stage_sizes(parse_stages(cfg.stages, cfg.crop_size), self.size_multiple, min_size, f"this {cfg.arch}")
         self.needs_reference = bool(getattr(self.generator, "needs_reference", False))
         self.num_outputs = int(getattr(self.generator, "num_outputs", 1))
         self._setup_encoder()
@@ -243,6 +246,11 @@ class ColorizerTask:
             self.perceptual.to(device)
         self.feature_matching = None
         if cfg.feature_matching_weight > 0:
+            if not getattr(self.discriminator, "returns_features", False):
+                raise MangacolorError(
+                    f"--feature-matching needs a discriminator that returns its features (patchgan-ms), "
+                    f"not {cfg.discriminator_arch}"
+                )
             from mangacolor.losses import FeatureMatchingLoss
 
             self.feature_matching = FeatureMatchingLoss()
@@ -322,10 +330,6 @@ class ColorizerTask:
     # -- data ----------------------------------------------------------------------------------------
     def _dataset(self, source: Any, size: int, flip: bool) -> ColorizationDataset:
         cfg = self.cfg
-        if size % self.size_multiple:
-            raise MangacolorError(
-                f"training size {size} must be a multiple of {self.size_multiple} for this {cfg.arch}"
-            )
         return ColorizationDataset(
             source,
             size,

@@ -190,6 +190,19 @@ def parse_stages(stages: str | list[int] | None, default: int) -> list[int]:
     return values
 
 
+def check_stage_sizes(stages: list[int], multiple: int, min_size: int, what: str) -> None:
+    """Refuse every bad training size before the first step (not when its stage begins, hours later).
+
+    Raises:
+        MangacolorError: a size that is not a multiple of ``multiple`` or is below ``min_size``.
+    """
+    for size in stages:
+        if size % multiple:
+            raise MangacolorError(f"training size {size} must be a multiple of {multiple} for {what}")
+        if size < min_size:
+            raise MangacolorError(f"training size {size} is below {min_size}, the smallest the discriminator takes")
+
+
 def lr_factor(step: int, total: int, decay_start: float = 0.5) -> float:
     """Constant learning rate, then linear decay to zero over the last ``1 - decay_start`` of training."""
     start = int(total * decay_start)

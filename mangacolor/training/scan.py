@@ -50,6 +50,7 @@ from mangacolor.models import build_config, create_model, get_spec
 from mangacolor.training.loop import (
     DistContext,
     LoopConfig,
+    check_stage_sizes,
     parse_stages,
     run_training,
     setup_distributed,
@@ -325,6 +326,8 @@ class ScanTask:
         except (TypeError, ValueError) as exc:
             raise MangacolorError(str(exc)) from None
         self.size_multiple = max(int(getattr(g, "size_multiple", 1)) for g in (self.g_s, self.g_c))
+        min_size = max(int(getattr(d, "min_input_size", 1)) for d in (self.d_s, self.d_c))
+        check_stage_sizes(parse_stages(cfg.stages, cfg.crop_size), self.size_multiple, min_size, cfg.arch)
         device = ctx.device
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for net in (self.g_s, self.g_c, self.d_s, self.d_c):
@@ -368,11 +371,7 @@ class ScanTask:
         return self.train_set
 
     def make_dataset(self, size: int) -> UnpairedDataset:
-        if size % self.size_multiple:
-            raise MangacolorError(
-                f"training size {size} must be a multiple of {self.size_multiple} for {self.cfg.arch}"
-            )
-        return self.load_data(size)
+        return self.load_data(size)  # sizes were checked by check_stage_sizes before training
 
     # -- one step ------------------------------------------------------------------------------------
     def _autocast(self):

@@ -154,3 +154,28 @@ def test_cli_architecture_and_discriminator_options(color_folder, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == {"num_outputs": 2, "base_width": 4, "depth": 2}
     assert config["discriminator"] == {"n_layers": 2, "num_scales": 2, "base_width": 4}
+
+
+def test_every_stage_size_is_checked_before_training(color_folder, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(MangacolorError, match="training size 40 must be a multiple of 16"):
+        train_colorizer(_config(color_folder, run, "unet", stages=[32, 40]))  # toy unet: depth 4
+    assert not (run / "metrics.jsonl").exists()  # refused before the first stage, not when stage 2 begins
+    with pytest.raises(MangacolorError, match="training size 32 is below 96"):
+        train_colorizer(_config(color_folder, run, "unet", discriminator_arch="patchgan-ms", discriminator={}))
+
+
+def test_feature_matching_needs_a_feature_discriminator(color_folder, tmp_path):
+    with pytest.raises(MangacolorError, match="--feature-matching needs .*patchgan-ms"):
+        train_colorizer(_config(color_folder, tmp_path / "r", "unet", feature_matching_weight=10.0))
+
+
+def test_discriminator_min_input_size_is_the_real_limit():
+    from mangacolor.models import create_model
+
+    for name, overrides in (("patchgan", {"norm": "instance"}), ("patchgan-ms", {"num_scales": 2})):
+        d = create_model(name, base_width=4, **overrides).train()
+        s = d.min_input_size
+        d(torch.zeros(1, 4, s, s))  # the smallest size works
+        with pytest.raises(ValueError):
+            d(torch.zeros(1, 4, s - 8, s - 8))  # a smaller one leaves a 1x1 map to normalise
