@@ -159,6 +159,29 @@ class EpochSampler(Sampler):
         return (self.batches_per_epoch() - self.start_batch) * self.batch_size
 
 
+class StageSampler(Sampler):
+    """The :class:`EpochSampler` epochs one after another, without end, from ``(epoch, start_batch)``.
+
+    One DataLoader (and its worker processes) then serves a whole training stage instead of being
+    rebuilt, workers and all, at every epoch. The loop stops drawing at the stage's last step.
+    """
+
+    def __init__(
+        self, n: int, seed: int, epoch: int, batch_size: int, start_batch: int = 0, rank: int = 0, world: int = 1
+    ) -> None:
+        self.first = EpochSampler(n, seed, epoch, batch_size, start_batch, rank, world)
+
+    def batches_per_epoch(self) -> int:
+        return self.first.batches_per_epoch()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        f = self.first
+        epoch, start = f.epoch, f.start_batch
+        while True:
+            yield from EpochSampler(f.n, f.seed, epoch, f.batch_size, start, f.rank, f.world)
+            epoch, start = epoch + 1, 0
+
+
 def item_rng(seed: int, key: tuple[int, int] | int) -> np.random.Generator:
     """The random generator for one dataset item (see :class:`EpochSampler`)."""
     epoch, index = key if isinstance(key, tuple) else (0, key)
@@ -393,60 +416,57 @@ def run_training(
         size = loop.stages[stage_idx]
         dataset = task.make_dataset(size)
         stage_end = (stage_idx + 1) * loop.steps
+        sampler = StageSampler(
+            len(dataset), loop.seed, epoch, loop.batch_size, batch_in_epoch, ctx.rank, ctx.world_size
+        )
+        if batch_in_epoch >= sampler.batches_per_epoch():  # saved at the very end of an epoch: the sampler
+            epoch, batch_in_epoch = epoch + 1, 0  # yields nothing more of it and goes on with the next
+        loader = DataLoader(
+            dataset,
+            batch_size=loop.batch_size,
+            sampler=sampler,
+            num_workers=loop.num_workers,
+            pin_memory=ctx.device.type == "cuda",
+            drop_last=True,
+            generator=torch.Generator().manual_seed(loop.seed),  # leave the global RNG alone
+        )
+        batches = iter(loader)
         while global_step < stage_end:
-            sampler = EpochSampler(
-                len(dataset), loop.seed, epoch, loop.batch_size, batch_in_epoch, ctx.rank, ctx.world_size
-            )
-            loader = DataLoader(
-                dataset,
-                batch_size=loop.batch_size,
-                sampler=sampler,
-                num_workers=loop.num_workers,
-                pin_memory=ctx.device.type == "cuda",
-                drop_last=True,
-                generator=torch.Generator().manual_seed(loop.seed),  # leave the global RNG alone
-            )
-            for batch in loader:
-                task.set_lr_factor(lr_factor(global_step, total, loop.decay_start))
-                out = task.step(batch, global_step)
-                global_step += 1
-                batch_in_epoch += 1
-                for k, v in out.items():
-                    window[k] = window[k] + v if k in window else v.clone()
-                n_window += 1
-                logging_step = global_step % loop.log_every == 0 or global_step == stage_end
-                scalars = None
-                if logging_step:
-                    elapsed = time.perf_counter() - t_window
-                    scalars = {k: float(v) / n_window for k, v in window.items()}  # host sync here only
-                    scalars["images_per_s"] = n_window * loop.batch_size * ctx.world_size / max(elapsed, 1e-9)
-                    scalars.update({f"lr_{k}": v for k, v in task.current_lr().items()})
-                    scalars["stage_size"] = size
-                    val = task.validate() if ctx.is_main else {}
-                    scalars.update(val)
-                    if ctx.is_main:
-                        run.log_metrics(global_step, scalars)
-                        if "val_l1" in val and val["val_l1"] < best:
-                            best = val["val_l1"]
-                            task.export(run_path / "best.safetensors", {**provenance, "steps": global_step})
-                    window, n_window, t_window = {}, 0, time.perf_counter()
-                if ctx.is_main and loop.sample_every and global_step % loop.sample_every == 0:
-                    task.write_samples(run, global_step)
-                if loop.save_every and global_step % loop.save_every == 0 and global_step < total:
-                    if ctx.is_main:
-                        task.export(run_path / "latest.safetensors", {**provenance, "steps": global_step})
-                        save_state(global_step)
-                if ctx.is_main and on_step is not None:
-                    on_step(global_step, total, scalars)
-                if global_step >= stage_end:
-                    break
-            else:  # epoch finished
-                epoch += 1
-                batch_in_epoch = 0
-                continue
-            if batch_in_epoch >= sampler.batches_per_epoch():
-                epoch += 1
-                batch_in_epoch = 0
+            batch = next(batches)
+            task.set_lr_factor(lr_factor(global_step, total, loop.decay_start))
+            out = task.step(batch, global_step)
+            global_step += 1
+            batch_in_epoch += 1
+            if batch_in_epoch >= sampler.batches_per_epoch():  # the sampler has moved on to the next epoch
+                epoch, batch_in_epoch = epoch + 1, 0
+            for k, v in out.items():
+                window[k] = window[k] + v if k in window else v.clone()
+            n_window += 1
+            logging_step = global_step % loop.log_every == 0 or global_step == stage_end
+            scalars = None
+            if logging_step:
+                elapsed = time.perf_counter() - t_window
+                scalars = {k: float(v) / n_window for k, v in window.items()}  # host sync here only
+                scalars["images_per_s"] = n_window * loop.batch_size * ctx.world_size / max(elapsed, 1e-9)
+                scalars.update({f"lr_{k}": v for k, v in task.current_lr().items()})
+                scalars["stage_size"] = size
+                val = task.validate() if ctx.is_main else {}
+                scalars.update(val)
+                if ctx.is_main:
+                    run.log_metrics(global_step, scalars)
+                    if "val_l1" in val and val["val_l1"] < best:
+                        best = val["val_l1"]
+                        task.export(run_path / "best.safetensors", {**provenance, "steps": global_step})
+                window, n_window, t_window = {}, 0, time.perf_counter()
+            if ctx.is_main and loop.sample_every and global_step % loop.sample_every == 0:
+                task.write_samples(run, global_step)
+            if loop.save_every and global_step % loop.save_every == 0 and global_step < total:
+                if ctx.is_main:
+                    task.export(run_path / "latest.safetensors", {**provenance, "steps": global_step})
+                    save_state(global_step)
+            if ctx.is_main and on_step is not None:
+                on_step(global_step, total, scalars)
+        del batches, loader  # ends this stage's loader workers
         stage_idx += 1
     final = run_path / "model.safetensors"
     checks = {}

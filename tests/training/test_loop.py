@@ -73,12 +73,24 @@ def test_same_seed_same_losses(color_folder, tmp_path):
     assert [m["loss_g_l1"] for m in _losses(tmp_path / "c")] != [m["loss_g_l1"] for m in a]
 
 
+def test_loader_workers_give_the_same_losses_across_epochs(color_folder, tmp_path):
+    """8 images, batch 2: 4 steps an epoch, so 6 steps cross into a second epoch on one loader."""
+    train_colorizer(_config(color_folder, tmp_path / "a", log_every=1, save_every=0, augment=True))
+    train_colorizer(_config(color_folder, tmp_path / "b", log_every=1, save_every=0, augment=True, num_workers=2))
+    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert len(a) == 6 and [m["loss_g_l1"] for m in a] == [m["loss_g_l1"] for m in b]
+
+
 def test_resume_equivalence(color_folder, tmp_path):
-    """N steps straight == N/2 steps, stop, resume, N/2 steps: identical weights and loss curve."""
-    straight = train_colorizer(_config(color_folder, tmp_path / "straight", steps=6, save_every=3))
-    cfg = _config(color_folder, tmp_path / "split", steps=6, save_every=3)
+    """N steps straight == N/2 steps, stop, resume, N/2 steps: identical weights and loss curve.
+
+    Depth 5 puts dropout in the U-Net (the global RNG must be restored) and augmentation is on.
+    """
+    kw = dict(steps=6, save_every=3, model={"base_width": 4, "depth": 5}, augment=True)
+    straight = train_colorizer(_config(color_folder, tmp_path / "straight", **kw))
+    cfg = _config(color_folder, tmp_path / "split", **kw)
     # stop after 3 steps: run a 3-step job whose schedule is that of the 6-step job
-    half = _config(color_folder, tmp_path / "split", steps=6, save_every=3)
+    half = _config(color_folder, tmp_path / "split", **kw)
     from mangacolor.training import loop as loop_mod
 
     real_run = loop_mod.run_training
@@ -166,3 +178,14 @@ def test_weights_digest_is_bit_exact():
         w = b[0].weight.view(-1)
         w[0] = torch.nextafter(w[0], torch.tensor(1.0))  # one ulp in one weight
     assert weights_digest(a) != weights_digest(b)
+
+
+def test_stage_sampler_runs_the_epochs_on_without_end():
+    from itertools import islice
+
+    from mangacolor.training.loop import StageSampler
+
+    epochs = [list(EpochSampler(10, 3, e, batch_size=2)) for e in (1, 2, 3)]
+    assert list(islice(StageSampler(10, 3, 1, batch_size=2), 30)) == sum(epochs, [])
+    assert list(islice(StageSampler(10, 3, 1, batch_size=2, start_batch=3), 6)) == epochs[0][6:] + epochs[1][:2]
+    assert list(islice(StageSampler(10, 3, 1, batch_size=2, start_batch=5), 2)) == epochs[1][:2]  # epoch done
