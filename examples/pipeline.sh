@@ -56,8 +56,11 @@ if [[ -n $META ]]; then
     SOURCE=$WORK/filtered
 fi
 
-# 1. remove letterbox borders and shrink the long side to LOAD (training crops of SIZE are cut from these)
-mc prepare crop "$SOURCE" "$WORK/cropped" --size "$LOAD" ${WORKERS:+--workers "$WORKERS"} >/dev/null
+# 1. remove letterbox borders and shrink the long side to LOAD (training crops of SIZE are cut from these);
+#    after the filter, its manifest gives each post's original size, so the letterbox is cut exactly
+CROP_META=()
+if [[ -n $META ]]; then CROP_META=(--metadata "$WORK/filtered/manifest.jsonl"); fi
+mc prepare crop "$SOURCE" "$WORK/cropped" --size "$LOAD" "${CROP_META[@]}" ${WORKERS:+--workers "$WORKERS"} >/dev/null
 
 # 2. the two unpaired domains
 if [[ -n ${SCANS:-} ]]; then
@@ -75,16 +78,26 @@ else
     COLOUR=$WORK/colour
 fi
 
-# 3. the scan generator (CycleGAN; only G_s is kept)
-mc train-scan "$SCANS" "$COLOUR" "$WORK/scan_run" --steps "$STEPS" --crop-size "$SIZE" --batch-size "$BATCH" \
-    --width "$SCAN_WIDTH" --blocks "$SCAN_BLOCKS" --device "$DEVICE" --sample-every 0 >/dev/null
+# 3. the scan generator (CycleGAN; only G_s is kept). Both domains are brought to the same scale (LOAD):
+#    real scans are often much larger than the colour art. Running the script again resumes the run.
+if [[ -f $WORK/scan_run/config.json ]]; then
+    mc train-scan --resume "$WORK/scan_run" >/dev/null
+else
+    mc train-scan "$SCANS" "$COLOUR" "$WORK/scan_run" --steps "$STEPS" --crop-size "$SIZE" --load-size "$LOAD" \
+        --batch-size "$BATCH" --width "$SCAN_WIDTH" --blocks "$SCAN_BLOCKS" --device "$DEVICE" --sample-every 0 \
+        >/dev/null
+fi
 
 # 4. synthetic scans of every colour image, same names
 mc scan "$WORK/scan_run/model.safetensors" "$COLOUR" "$WORK/synthetic" --device "$DEVICE" >/dev/null
 
-# 5. the colorizer on (synthetic scan, colour) pairs
-mc train-color "$COLOUR" "$WORK/colour_run" --input-dir "$WORK/synthetic" --steps "$STEPS" --crop-size "$SIZE" \
-    --batch-size "$BATCH" --width "$WIDTH" --depth "$DEPTH" --device "$DEVICE" --sample-every 0 >/dev/null
+# 5. the colorizer on (synthetic scan, colour) pairs (again: resumed)
+if [[ -f $WORK/colour_run/config.json ]]; then
+    mc train-color --resume "$WORK/colour_run" >/dev/null
+else
+    mc train-color "$COLOUR" "$WORK/colour_run" --input-dir "$WORK/synthetic" --steps "$STEPS" --crop-size "$SIZE" \
+        --batch-size "$BATCH" --width "$WIDTH" --depth "$DEPTH" --device "$DEVICE" --sample-every 0 >/dev/null
+fi
 
 # 6. colorize the scans
 mc colorize "$SCANS" "$WORK/colorized" --model "$WORK/colour_run/model.safetensors" --device "$DEVICE" >/dev/null
