@@ -16,8 +16,11 @@ format:
 	$(PYTHON) -m ruff format mangacolor tests benchmarks
 	$(PYTHON) -m ruff check --fix mangacolor tests benchmarks
 
-bench:  ## speed benchmarks (print their numbers)
+bench:  ## speed benchmarks (print their numbers; about half an hour on a 2-core CPU)
 	$(PYTHON) benchmarks/colorize_bench.py
+	$(PYTHON) benchmarks/prepare_bench.py
+	$(PYTHON) benchmarks/scan_bench.py
+	$(PYTHON) benchmarks/train_bench.py --steps 2 --warmup 1
 
 demo:  ## colorize the example pages with the default model
 	mangacolor colorize assets/examples out/
