@@ -185,6 +185,10 @@ class ColorizerTask:
             raise MangacolorError(f"{config.discriminator_arch} is not a discriminator")
         if config.gan_loss not in ("bce", "lsgan", "hinge", "wgan-gp"):
             raise MangacolorError(f"--gan-loss must be bce, lsgan, hinge or wgan-gp. Got {config.gan_loss!r}")
+        if config.anime_weights and not config.perceptual_weight:
+            raise MangacolorError("--anime-weights is part of the perceptual loss: give --perceptual W too")
+        if config.freeze_encoder and not config.encoder_weights:
+            raise MangacolorError("--freeze-encoder would freeze a random encoder: give --encoder-weights FILE")
         source = make_source(config.data, config.input_dir, config.aligned)
         files = [source.key(i) for i in range(len(source))]
         train_files, val_files = split_files(files, config.val_fraction)

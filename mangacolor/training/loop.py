@@ -376,8 +376,15 @@ def run_training(
         on_step: called on rank 0 after every step with (global step, total steps, scalars or
             ``None`` between logging steps).
     """
-    run = RunDir(loop.run_dir) if ctx.is_main else None
     run_path = Path(loop.run_dir)
+    taken = (run_path / "config.json").exists()
+    if ctx.distributed:
+        dist.barrier()  # every rank has looked before rank 0 writes anything
+    if taken and not resume:
+        raise MangacolorError(
+            f"{run_path}: already holds a training run; continue it with --resume {run_path}, or give a new run folder"
+        )
+    run = RunDir(loop.run_dir) if ctx.is_main else None
     total = loop.steps * len(loop.stages)
     task.build(ctx)
     global_step, stage_idx, epoch, batch_in_epoch = 0, 0, 0, 0
@@ -393,6 +400,7 @@ def run_training(
         window = {k: v.to(ctx.device) for k, v in state.get("window", {}).items()}
         n_window = state.get("n_window", 0)
         if ctx.is_main:
+            run.truncate_metrics(global_step)  # lines logged after the saved step are logged again
             log.info("resumed at step %d (stage %d)", global_step, stage_idx)
     elif ctx.is_main:
         run.write_config(config)

@@ -41,6 +41,15 @@ class RunDir:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    def truncate_metrics(self, step: int) -> None:
+        """Drop the ``metrics.jsonl`` lines logged after ``step`` (a resume redoes those steps)."""
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
+        kept = [line for line in kept if json.loads(line).get("step", 0) <= step]
+        atomic_write_bytes(path, "".join(kept).encode())
+
     def save_samples(self, step: int, columns: list[torch.Tensor], max_rows: int = 4) -> Path:
         """Write a grid PNG: one row per example, one column per tensor (e.g. input | output | target).
 

@@ -147,3 +147,13 @@ def test_bad_stages_are_one_line_errors(color_folder, tmp_path, command):
     result = runner.invoke(app, [command, *folders, str(tmp_path / "r"), "--stages", "32,x"])
     assert result.exit_code == 2 and "--stages must be sizes separated by commas" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_train_color_refuses_a_used_run_folder(color_folder, tmp_path):
+    args = ["train-color", str(color_folder), str(tmp_path / "run"), "--width", "4", "--depth", "3", "--d-width", "4"]
+    args += ["--steps", "1", "--batch-size", "2", "--crop-size", "32", "--sample-every", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "already holds a training run; continue it with --resume" in again.stderr
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # nothing appended

@@ -95,14 +95,18 @@ def test_multiscale_discriminator_with_feature_matching(color_folder, tmp_path):
 
 
 def test_frozen_encoder_does_not_change(color_folder, tmp_path):
-    path = train_colorizer(_config(color_folder, tmp_path / "a", "resnet-unet", freeze_encoder=True, seed=3))
-    torch.manual_seed(3)
     from mangacolor.models import create_model
 
+    torch.manual_seed(11)
+    donor = create_model("resnet-unet", get_spec("resnet-unet").toy)
+    weights = tmp_path / "resnet50-13306192.pth"  # the Danbooru release's layout: Sequential(body, head)
+    torch.save({**{f"0.{k}": v for k, v in donor.encoder.state_dict().items()}, "1.weight": torch.zeros(2)}, weights)
+    cfg = _config(color_folder, tmp_path / "a", "resnet-unet", freeze_encoder=True, encoder_weights=str(weights))
+    trained = load_file(str(train_colorizer(cfg)))
+    loaded = {f"encoder.{k}": v for k, v in donor.encoder.state_dict().items()}
+    assert loaded and all(torch.equal(trained[k], v) for k, v in loaded.items())  # weights and BN statistics
+    torch.manual_seed(0)
     fresh = create_model("resnet-unet", get_spec("resnet-unet").toy).state_dict()
-    trained = load_file(str(path))
-    encoder_keys = [k for k in trained if k.startswith("encoder.")]
-    assert encoder_keys and all(torch.equal(trained[k], fresh[k]) for k in encoder_keys)
     assert not all(torch.equal(trained[k], fresh[k]) for k in trained if k.startswith("decoder."))
 
 
@@ -111,6 +115,10 @@ def test_encoder_options_need_an_encoder(color_folder, tmp_path):
         train_colorizer(_config(color_folder, tmp_path / "r", "sgru", encoder_weights=str(tmp_path / "w.pth")))
     with pytest.raises(MangacolorError, match="--freeze-encoder"):
         train_colorizer(_config(color_folder, tmp_path / "r", "sgru", freeze_encoder=True))
+    with pytest.raises(MangacolorError, match="--freeze-encoder would freeze a random encoder"):
+        train_colorizer(_config(color_folder, tmp_path / "r", "resnet-unet", freeze_encoder=True))
+    with pytest.raises(MangacolorError, match="--anime-weights is part of the perceptual loss"):
+        train_colorizer(_config(color_folder, tmp_path / "r", "unet", anime_weights=str(tmp_path / "a.pth")))
 
 
 @pytest.fixture

@@ -89,7 +89,7 @@ def test_resume_equivalence(color_folder, tmp_path):
     kw = dict(steps=6, save_every=3, model={"base_width": 4, "depth": 5}, augment=True)
     straight = train_colorizer(_config(color_folder, tmp_path / "straight", **kw))
     cfg = _config(color_folder, tmp_path / "split", **kw)
-    # stop after 3 steps: run a 3-step job whose schedule is that of the 6-step job
+    # killed after step 5: the last state is step 3's, and step 4's metrics line must not stay twice
     half = _config(color_folder, tmp_path / "split", **kw)
     from mangacolor.training import loop as loop_mod
 
@@ -100,7 +100,7 @@ def test_resume_equivalence(color_folder, tmp_path):
 
     def stopping(task, loop, config, ctx, provenance, resume=False, on_step=None):
         def cb(step, total, scalars):
-            if step == 3:
+            if step == 5:
                 raise Stop
 
         return real_run(task, loop, config, ctx, provenance, resume=resume, on_step=cb)
@@ -119,9 +119,9 @@ def test_resume_equivalence(color_folder, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    la = [m["loss_g_l1"] for m in _losses(tmp_path / "straight")]
-    lb = [m["loss_g_l1"] for m in _losses(tmp_path / "split")]
-    assert la == lb
+    la = [(m["step"], m["loss_g_l1"]) for m in _losses(tmp_path / "straight")]
+    lb = [(m["step"], m["loss_g_l1"]) for m in _losses(tmp_path / "split")]
+    assert la == lb and [step for step, _ in la] == [2, 4, 6]
 
 
 def test_progressive_stages_and_lr_decay(color_folder, tmp_path):
