@@ -81,20 +81,36 @@ def make_step(arch: str, disc: str, device: torch.device, channels_last: bool, a
     return step
 
 
-def bench(arch: str, disc: str, args: argparse.Namespace, channels_last: bool, amp: bool, compile_: bool) -> dict:
+def _batch(
+    args: argparse.Namespace, device: torch.device, fmt: torch.memory_format
+) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.rand(args.batch_size, 1, args.size, args.size, device=device).mul(2).sub(1).contiguous(memory_format=fmt)
+    y = torch.rand(args.batch_size, 3, args.size, args.size, device=device).mul(2).sub(1).contiguous(memory_format=fmt)
+    return x, y
+
+
+def count_flops(arch: str, disc: str, args: argparse.Namespace) -> int:
+    """FLOPs of one training step, counted on an eager fp32 step (the count is the same for every variant;
+    under ``torch.compile`` the counter would not see the compiled kernels)."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    step = make_step(arch, disc, device, channels_last=False, amp=False, compile_=False)
+    x, y = _batch(args, device, torch.contiguous_format)
+    with FlopCounterMode(display=False) as counter:
+        step(x, y)
+    return counter.get_total_flops()
+
+
+def bench(
+    arch: str, disc: str, args: argparse.Namespace, channels_last: bool, amp: bool, compile_: bool, flops: int = 0
+) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
     step = make_step(arch, disc, device, channels_last, amp, compile_)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.rand(args.batch_size, 1, args.size, args.size, device=device).mul(2).sub(1).contiguous(memory_format=fmt)
-    y = torch.rand(args.batch_size, 3, args.size, args.size, device=device).mul(2).sub(1).contiguous(memory_format=fmt)
+    x, y = _batch(args, device, torch.channels_last if channels_last else torch.contiguous_format)
     for _ in range(args.warmup):
         step(x, y)
-    flops = 0
     if device.type == "cuda":
-        with FlopCounterMode(display=False) as counter:
-            step(x, y)
-        flops = counter.get_total_flops()
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(args.steps):
@@ -132,9 +148,10 @@ def main() -> None:
     print(f"device {args.device}, {args.size}x{args.size}, batch {args.batch_size}, G+D forward+backward")
     print(f"{'generator':<16} {'discriminator':<13} {'variant':<16} {'images/s':>9} {'TFLOP/s':>8} {'% peak':>7}")
     for arch, disc in rows:
+        flops = count_flops(arch, disc, args) if args.device.startswith("cuda") else 0
         for name, cl, amp, comp in variants:
             try:
-                r = bench(arch, disc, args, cl, amp, comp)
+                r = bench(arch, disc, args, cl, amp, comp, flops)
             except Exception as exc:  # report and go on: one architecture must not hide the others
                 print(f"{arch:<16} {disc:<13} {name:<16} failed: {str(exc).splitlines()[0][:80]}")
                 continue
