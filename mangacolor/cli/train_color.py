@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
@@ -10,8 +11,12 @@ import typer
 
 from mangacolor.cli._common import absolute, console, guarded, is_main_process, load_run_config, training_progress
 from mangacolor.errors import MangacolorError
-from mangacolor.models import list_models
+from mangacolor.models import get_spec, list_models
 from mangacolor.training.loop import parse_stages
+
+
+def _colorizers() -> set[str]:
+    return {s.name for s in list_models("colorize")}
 
 
 def _names(task: str) -> str:
@@ -99,7 +104,9 @@ def train_color(
         if data is None or run_dir is None:
             raise MangacolorError("give DATA and RUN_DIR, or --resume RUN_DIR")
         overrides = json.loads(model_config) if model_config else {}
-        overrides.update({k: v for k, v in {"base_width": width, "depth": depth}.items() if v is not None})
+        names = {f.name for f in fields(get_spec(arch).config_cls)} if arch in _colorizers() else set()
+        width_field = "width" if "width" in names and "base_width" not in names else "base_width"  # resnet-unet
+        overrides.update({k: v for k, v in {width_field: width, "depth": depth}.items() if v is not None})
         config = ColorTrainConfig(
             data=absolute(data),
             run_dir=str(run_dir),

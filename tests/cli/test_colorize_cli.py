@@ -157,3 +157,14 @@ def test_train_color_refuses_a_used_run_folder(color_folder, tmp_path):
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "already holds a training run; continue it with --resume" in again.stderr
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # nothing appended
+
+
+def test_train_color_width_sets_the_resnet_unet_stem(color_folder, tmp_path):
+    toy = '{"layers": [1, 1, 1, 1], "decoder_widths": [16, 16, 8, 8, 8]}'
+    args = ["train-color", str(color_folder), str(tmp_path / "r"), "--arch", "resnet-unet", "--width", "4"]
+    args += ["--model-config", toy, "--d-width", "4", "--steps", "1", "--batch-size", "2", "--crop-size", "32"]
+    result = runner.invoke(app, [*args, "--sample-every", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    from mangacolor.checkpoint import read_info
+
+    assert read_info(tmp_path / "r" / "model.safetensors").config["width"] == 4
