@@ -110,7 +110,9 @@ def filter_cmd(
         ),
     ] = None,
     min_size: Annotated[int, typer.Option(min=0, help="Original's short side at least this (metadata size).")] = 0,
-    max_files: Annotated[int | None, typer.Option(min=1, help="Stop after this many selected posts (per shard with --shard).")] = None,
+    max_files: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many selected posts (per shard with --shard).")
+    ] = None,
     subset: Annotated[str, typer.Option(help="512px or original.")] = "512px",
     layout: Annotated[str, typer.Option(help="Image path pattern.")] = "{root}/{subset}/{bucket}/{id}.{ext}",
     include_deleted: Annotated[bool, typer.Option(help="Keep deleted posts too.")] = False,
