@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from mangacolor.cli._common import console, exit_for, guarded, make_progress, print_summary
 from mangacolor.errors import MangacolorError
+from mangacolor.prepare.danbooru import DEFAULT_LAYOUT
 from mangacolor.report import BatchReport, FileResult
 
 prepare_app = typer.Typer(
@@ -114,7 +115,7 @@ def filter_cmd(
         int | None, typer.Option(min=1, help="Stop after this many selected posts (per shard with --shard).")
     ] = None,
     subset: Annotated[str, typer.Option(help="512px or original.")] = "512px",
-    layout: Annotated[str, typer.Option(help="Image path pattern.")] = "{root}/{subset}/{bucket}/{id}.{ext}",
+    layout: Annotated[str, typer.Option(help="Image path pattern.")] = DEFAULT_LAYOUT,
     include_deleted: Annotated[bool, typer.Option(help="Keep deleted posts too.")] = False,
     link: Annotated[bool, typer.Option(help="Hard-link instead of copying (same file system).")] = False,
     workers: Workers = None,
