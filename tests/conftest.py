@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mangacolor import checkpoint
-from mangacolor.models import create_model
+from mangacolor.models import create_model, get_spec
 
 
 def drawing(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
@@ -44,3 +44,16 @@ def toy_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "toy.safetensors"
     checkpoint.save(path, model, {"steps": 0, "working_size": 32})
     return path
+
+
+def toy_colorizer(arch: str, folder: Path) -> tuple[torch.nn.Module, Path, np.ndarray | None]:
+    """A registered colorizer at toy width (seed 0) saved to ``folder/ARCH.safetensors``.
+
+    Returns the model, the checkpoint and a reference picture when the model needs one (else ``None``).
+    """
+    spec = get_spec(arch)
+    torch.manual_seed(0)
+    model = create_model(arch, spec.toy)
+    ckpt = checkpoint.save(folder / f"{arch}.safetensors", model, {"working_size": spec.toy_size})
+    reference = drawing(40, 40, seed=5) if getattr(model, "needs_reference", False) else None
+    return model, ckpt, reference

@@ -10,8 +10,8 @@ from mangacolor import checkpoint
 from mangacolor.color import luma
 from mangacolor.imageio import read_image, write_image
 from mangacolor.inference import FolderOptions, Translator, output_paths, run_folder
-from mangacolor.models import create_model, get_spec, list_models
-from tests.conftest import drawing
+from mangacolor.models import create_model, list_models
+from tests.conftest import drawing, toy_colorizer
 
 
 @pytest.fixture
@@ -138,11 +138,7 @@ def test_half_checkpoint_colorizes(tmp_path):
 @pytest.mark.parametrize("arch", [s.name for s in list_models("colorize")])
 def test_colorize_every_architecture_toy_checkpoint(arch, tmp_path):
     """Each registered colorizer's toy checkpoint loads with no flags and colorizes a folder."""
-    spec = get_spec(arch)
-    torch.manual_seed(0)
-    model = create_model(arch, spec.toy)
-    ckpt = checkpoint.save(tmp_path / f"{arch}.safetensors", model, {"working_size": spec.toy_size})
-    reference = drawing(40, 40, seed=5) if getattr(model, "needs_reference", False) else None
+    model, ckpt, reference = toy_colorizer(arch, tmp_path)
     translator = Translator.from_checkpoint(ckpt, device="cpu", reference=reference)
     src = _pages(tmp_path / "in", 1)
     k = getattr(model, "num_outputs", 1)

@@ -11,7 +11,7 @@ from mangacolor.cli import app
 from mangacolor.color import luma
 from mangacolor.imageio import read_image, write_image
 from mangacolor.models import list_models
-from tests.conftest import drawing
+from tests.conftest import drawing, toy_colorizer
 
 runner = CliRunner()
 
@@ -174,19 +174,11 @@ def test_train_color_width_sets_the_resnet_unet_stem(color_folder, tmp_path):
 @pytest.mark.parametrize("arch", [s.name for s in list_models("colorize")])
 def test_colorize_command_with_each_architecture(arch, tmp_path):
     """`mangacolor colorize` loads each architecture's toy checkpoint with no flags but its own."""
-    import torch
-
-    from mangacolor import checkpoint
-    from mangacolor.models import create_model, get_spec
-
-    spec = get_spec(arch)
-    torch.manual_seed(0)
-    model = create_model(arch, spec.toy)
-    ckpt = checkpoint.save(tmp_path / f"{arch}.safetensors", model, {"working_size": spec.toy_size})
+    model, ckpt, reference = toy_colorizer(arch, tmp_path)
     write_image(tmp_path / "in" / "page.png", luma(drawing(50, 70, seed=1)))
     args = ["colorize", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(ckpt), "--candidates"]
-    if getattr(model, "needs_reference", False):
-        write_image(tmp_path / "style.png", drawing(40, 40, seed=5))
+    if reference is not None:
+        write_image(tmp_path / "style.png", reference)
         args += ["--reference", str(tmp_path / "style.png")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
