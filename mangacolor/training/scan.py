@@ -353,8 +353,8 @@ class ScanTask:
         self.pool_c = ImagePool(cfg.pool_size, seed=pool_seed + 2)  # fake colour for D_c
 
     # -- data ----------------------------------------------------------------------------------------
-    def load_data(self, size: int) -> UnpairedDataset:
-        """Decode both folders (once) and cut items of side ``size``."""
+    def make_dataset(self, size: int) -> UnpairedDataset:
+        """Decode both folders (once) and cut items of side ``size`` (checked by check_stage_sizes in build)."""
         cfg = self.cfg
         if self.train_set is None:
             self.train_set = UnpairedDataset(
@@ -369,9 +369,6 @@ class ScanTask:
         else:  # a new stage: same decoded images, new crop size
             self.train_set.size = size
         return self.train_set
-
-    def make_dataset(self, size: int) -> UnpairedDataset:
-        return self.load_data(size)  # sizes were checked by check_stage_sizes before training
 
     # -- one step ------------------------------------------------------------------------------------
     def _autocast(self):
@@ -510,7 +507,7 @@ def train_scan_generator(
             decay_start=config.decay_start,
             half_checkpoint=config.half_checkpoint,
         )
-        dataset = task.load_data(stages[0])  # fail early on empty folders; reused by the loop
+        dataset = task.make_dataset(stages[0])  # fail early on empty folders; reused by the loop
         provenance = {
             "scans": Path(config.scans).name,
             "scan_files": len(dataset.scans),
