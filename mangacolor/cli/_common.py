@@ -39,6 +39,10 @@ EXIT_FAILURES = 1
 """Exit code when a batch finished but some files failed."""
 EXIT_ERROR = 2
 """Exit code when the command could not run at all (bad arguments, unreadable checkpoint, ...)."""
+EXIT_STOPPED = 75
+"""Exit code of a training run stopped early (``--time-limit``, Ctrl-C, SIGTERM) and saved for ``--resume``
+(``EX_TEMPFAIL``: try again). Non-zero, so ``set -e`` scripts do not go on with an unfinished model and
+``until mangacolor train-color --resume RUN --time-limit 50; do :; done`` runs a job in slices."""
 
 
 def guarded(func: F) -> F:
@@ -126,6 +130,34 @@ def training_progress(name: str, total: int, shown: Callable[[str], bool]) -> It
             progress.update(task, completed=step, **({"status": status} if status else {}))
 
         yield on_step
+
+
+def run_stoppable(command: str, train: Callable[..., Path], time_limit: float, **kwargs: Any) -> Path:
+    """Run a trainer with an :class:`~mangacolor.training.loop.EarlyStop`; turn an early stop into a message.
+
+    Args:
+        command: the command's name, for the resume hint.
+        train: ``train_colorizer`` or ``train_scan_generator``.
+        time_limit: minutes after which no new step starts (0: none). SIGINT and SIGTERM are handled too.
+        kwargs: passed to ``train``.
+
+    Raises:
+        typer.Exit: with :data:`EXIT_STOPPED` when the run stopped early.
+    """
+    from mangacolor.training.loop import EarlyStop, TrainingStopped
+
+    try:
+        return train(**kwargs, stop=EarlyStop(time_limit * 60, signals=True))
+    except TrainingStopped as stopped:
+        if is_main_process():
+            console.print(
+                f"{stopped.reason}: stopped after step {stopped.step} of {stopped.total}; "
+                f"weights so far in {stopped.run_dir / 'latest.safetensors'}. "
+                f"Continue with: mangacolor {command} --resume {stopped.run_dir}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        raise typer.Exit(EXIT_STOPPED) from None
 
 
 def make_progress() -> Progress:

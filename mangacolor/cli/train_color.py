@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from mangacolor.cli._common import absolute, console, guarded, is_main_process, load_run_config, training_progress
+from mangacolor.cli._common import (
+    absolute,
+    console,
+    guarded,
+    is_main_process,
+    load_run_config,
+    run_stoppable,
+    training_progress,
+)
 from mangacolor.errors import MangacolorError
 from mangacolor.models import get_spec, list_models
 from mangacolor.training.loop import parse_stages
@@ -94,6 +102,14 @@ def train_color(
     save_every: Annotated[int, typer.Option(min=0, help="Steps between checkpoints and resume state.")] = 1000,
     log_every: Annotated[int, typer.Option(min=1, help="Steps between metrics lines.")] = 50,
     half: Annotated[bool, typer.Option(help="Store checkpoints in float16.")] = False,
+    time_limit: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Minutes after which this invocation stops starting steps, saves the run and exits with "
+            "status 75 (0: none). Ctrl-C and SIGTERM stop the same way.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Train a colorizer (pix2pix family: L1 + adversarial + optional perceptual losses)."""
     from mangacolor.training.colorizer import ColorTrainConfig, train_colorizer
@@ -156,7 +172,9 @@ def train_color(
     with training_progress(
         "train-color", total, lambda k: k.startswith("loss") or k in ("val_l1", "images_per_s")
     ) as cb:
-        path = train_colorizer(config, resume=resume is not None, on_step=cb)
+        path = run_stoppable(
+            "train-color", train_colorizer, time_limit, config=config, resume=resume is not None, on_step=cb
+        )
     if is_main_process():
         console.print(f"checkpoint written: {path}")
         typer.echo(str(path))

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from mangacolor.cli._common import absolute, console, guarded, is_main_process, load_run_config, training_progress
+from mangacolor.cli._common import (
+    absolute,
+    console,
+    guarded,
+    is_main_process,
+    load_run_config,
+    run_stoppable,
+    training_progress,
+)
 from mangacolor.errors import MangacolorError
 from mangacolor.models import list_models
 from mangacolor.training.loop import parse_stages
@@ -67,6 +75,14 @@ def train_scan(
     save_every: Annotated[int, typer.Option(min=0, help="Steps between checkpoints and resume state.")] = 1000,
     log_every: Annotated[int, typer.Option(min=1, help="Steps between metrics lines.")] = 50,
     half: Annotated[bool, typer.Option(help="Store checkpoints in float16.")] = False,
+    time_limit: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Minutes after which this invocation stops starting steps, saves the run and exits with "
+            "status 75 (0: none). Ctrl-C and SIGTERM stop the same way.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Train the scan generator (CycleGAN: colour -> scan and back) on unpaired folders; ships G_s only."""
     from mangacolor.training.scan import ScanTrainConfig, train_scan_generator
@@ -115,7 +131,9 @@ def train_scan(
         )
     total = config.steps * len(config.stages or [config.crop_size])
     with training_progress("train-scan", total, lambda k: k.startswith("loss") or k == "images_per_s") as cb:
-        path = train_scan_generator(config, resume=resume is not None, on_step=cb)
+        path = run_stoppable(
+            "train-scan", train_scan_generator, time_limit, config=config, resume=resume is not None, on_step=cb
+        )
     if is_main_process():
         console.print(f"scan generator written: {path}")
         typer.echo(str(path))

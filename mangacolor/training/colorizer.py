@@ -32,6 +32,7 @@ from mangacolor.losses import GANLoss
 from mangacolor.models import build_config, create_model, get_spec
 from mangacolor.training.loop import (
     DistContext,
+    EarlyStop,
     LoopConfig,
     check_stage_sizes,
     parse_stages,
@@ -502,6 +503,7 @@ def train_colorizer(
     config: ColorTrainConfig,
     resume: bool = False,
     on_step: Callable[[int, int, dict[str, float] | None], None] | None = None,
+    stop: EarlyStop | None = None,
 ) -> Path:
     """Train a colorizer; write ``RUN_DIR/model.safetensors`` and return its path.
 
@@ -509,8 +511,10 @@ def train_colorizer(
         config: the run's settings (on resume: read back from ``RUN_DIR/config.json`` by the CLI).
         resume: continue from ``RUN_DIR/resume.pt``.
         on_step: progress callback (rank 0 only): (step, total, scalars or ``None``).
+        stop: stop early (time limit, SIGINT / SIGTERM) with the run saved for ``resume``.
 
     Raises:
+        TrainingStopped: ``stop`` ended the run early.
         MangacolorError: no images, unknown architecture, bad sizes, missing weights.
     """
     stages = parse_stages(config.stages, config.crop_size)
@@ -546,6 +550,6 @@ def train_colorizer(
             "perceptual_weight": config.perceptual_weight,
             "batch_size": config.batch_size * ctx.world_size,
         }
-        return run_training(task, loop, config, ctx, provenance, resume=resume, on_step=on_step)
+        return run_training(task, loop, config, ctx, provenance, resume=resume, on_step=on_step, stop=stop)
     finally:
         teardown_distributed(ctx)

@@ -13,7 +13,10 @@ every long run needs:
   ``(seed, epoch, index)`` rather than from a global stream;
 * DistributedDataParallel under ``torchrun`` (NCCL on GPUs, gloo on CPU): the sampler shards each
   epoch across ranks, only rank 0 logs and writes;
-* no host synchronisation in the inner loop except at logging steps.
+* no host synchronisation in the inner loop except at logging steps;
+* an orderly early stop (:class:`EarlyStop`): after a wall-clock limit, or on SIGINT / SIGTERM (Ctrl-C,
+  a batch scheduler's pre-emption), the loop finishes the step in flight, saves ``latest`` and the
+  resume state, and raises :class:`TrainingStopped`, so no finished step is lost.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +46,82 @@ from mangacolor.training.rundir import RunDir
 log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.pt"
+
+
+# ----------------------------------------------------------------------------- early stop
+
+
+class TrainingStopped(Exception):
+    """Training stopped before its last step, with the run saved for ``--resume``.
+
+    Attributes:
+        step: the last finished (and saved) step.
+        total: the run's total steps.
+        reason: ``"time limit"``, ``"SIGINT"`` or ``"SIGTERM"``.
+        run_dir: the run folder.
+    """
+
+    def __init__(self, step: int, total: int, reason: str, run_dir: Path) -> None:
+        self.step, self.total, self.reason, self.run_dir = step, total, reason, run_dir
+        super().__init__(f"stopped at step {step} of {total} ({reason}); the run is saved in {run_dir}")
+
+
+class EarlyStop:
+    """When :func:`run_training` should stop before its last step: a time limit and/or signals.
+
+    Use as a context manager around the loop. With ``signals``, SIGINT and SIGTERM (main thread
+    only) ask for a stop after the step in flight; a second SIGINT aborts at once, as Ctrl-C
+    usually does. The previous handlers come back on exit. DataLoader workers forked inside the
+    block inherit the handlers, so a Ctrl-C sent to the whole process group does not kill them
+    under the loop's feet.
+
+    Args:
+        time_limit_s: stop starting new steps this many seconds after entering (0: no limit).
+        signals: handle SIGINT and SIGTERM.
+    """
+
+    def __init__(self, time_limit_s: float = 0.0, signals: bool = False) -> None:
+        if time_limit_s < 0:
+            raise MangacolorError(f"the time limit must be positive. Got {time_limit_s / 60:g} minutes")
+        self.time_limit_s = time_limit_s
+        self.signals = signals
+        self.signal_name: str | None = None
+        self._start = time.monotonic()
+        self._pid = os.getpid()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> EarlyStop:
+        self._start, self._pid = time.monotonic(), os.getpid()
+        if self.signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.signal_name == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: abort now
+        if self.signal_name is None and os.getpid() == self._pid:  # not from forked loader workers
+            log.warning("%s: stopping after the current step and saving the run (Ctrl-C again aborts)", name)
+        self.signal_name = self.signal_name or name
+
+    @property
+    def active(self) -> bool:
+        """Whether anything can ask for a stop."""
+        return self.time_limit_s > 0 or bool(self._previous)
+
+    def reason(self) -> str | None:
+        """Why to stop now, or ``None`` to go on."""
+        if self.signal_name is not None:
+            return self.signal_name
+        if self.time_limit_s > 0 and time.monotonic() - self._start >= self.time_limit_s:
+            return "time limit"
+        return None
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -355,6 +436,22 @@ class LoopConfig:
     half_checkpoint: bool = False
 
 
+_STOP_CODES = (None, "time limit", "SIGTERM", "SIGINT")
+
+
+def _stop_reason(stop: EarlyStop, ctx: DistContext, logging_step: bool) -> str | None:
+    """``stop.reason()``; in a distributed run only at logging steps, agreed by every rank (max)."""
+    if not stop.active:
+        return None
+    if not ctx.distributed:
+        return stop.reason()
+    if not logging_step:
+        return None
+    code = torch.tensor([_STOP_CODES.index(stop.reason())], device=ctx.device)
+    dist.all_reduce(code, op=dist.ReduceOp.MAX)
+    return _STOP_CODES[int(code)]
+
+
 def run_training(
     task: TrainTask,
     loop: LoopConfig,
@@ -363,6 +460,7 @@ def run_training(
     provenance: dict[str, Any],
     resume: bool = False,
     on_step: Callable[[int, int, dict[str, float] | None], None] | None = None,
+    stop: EarlyStop | None = None,
 ) -> Path:
     """Train ``task`` through every stage; return the shipped checkpoint's path.
 
@@ -375,6 +473,12 @@ def run_training(
         resume: continue from ``run_dir/resume.pt``.
         on_step: called on rank 0 after every step with (global step, total steps, scalars or
             ``None`` between logging steps).
+        stop: when to stop early (time limit, signals). Single-process runs check after every
+            step; distributed runs at logging steps, where the ranks agree on it.
+
+    Raises:
+        TrainingStopped: ``stop`` ended the run early; ``latest.safetensors`` and the resume state
+            of the last finished step are saved.
     """
     run_path = Path(loop.run_dir)
     taken = (run_path / "config.json").exists()
@@ -419,63 +523,71 @@ def run_training(
         }
         save_resume(run_path / RESUME_FILE, state)
 
-    t_window = time.perf_counter()
-    while stage_idx < len(loop.stages):
-        size = loop.stages[stage_idx]
-        dataset = task.make_dataset(size)
-        stage_end = (stage_idx + 1) * loop.steps
-        sampler = StageSampler(
-            len(dataset), loop.seed, epoch, loop.batch_size, batch_in_epoch, ctx.rank, ctx.world_size
-        )
-        if batch_in_epoch >= sampler.batches_per_epoch():  # saved at the very end of an epoch: the sampler
-            epoch, batch_in_epoch = epoch + 1, 0  # yields nothing more of it and goes on with the next
-        loader = DataLoader(
-            dataset,
-            batch_size=loop.batch_size,
-            sampler=sampler,
-            num_workers=loop.num_workers,
-            pin_memory=ctx.device.type == "cuda",
-            drop_last=True,
-            generator=torch.Generator().manual_seed(loop.seed),  # leave the global RNG alone
-        )
-        batches = iter(loader)
-        while global_step < stage_end:
-            batch = next(batches)
-            task.set_lr_factor(lr_factor(global_step, total, loop.decay_start))
-            out = task.step(batch, global_step)
-            global_step += 1
-            batch_in_epoch += 1
-            if batch_in_epoch >= sampler.batches_per_epoch():  # the sampler has moved on to the next epoch
-                epoch, batch_in_epoch = epoch + 1, 0
-            for k, v in out.items():
-                window[k] = window[k] + v if k in window else v.clone()
-            n_window += 1
-            logging_step = global_step % loop.log_every == 0 or global_step == stage_end
-            scalars = None
-            if logging_step:
-                elapsed = time.perf_counter() - t_window
-                scalars = {k: float(v) / n_window for k, v in window.items()}  # host sync here only
-                scalars["images_per_s"] = n_window * loop.batch_size * ctx.world_size / max(elapsed, 1e-9)
-                scalars.update({f"lr_{k}": v for k, v in task.current_lr().items()})
-                scalars["stage_size"] = size
-                val = task.validate() if ctx.is_main else {}
-                scalars.update(val)
-                if ctx.is_main:
-                    run.log_metrics(global_step, scalars)
-                    if "val_l1" in val and val["val_l1"] < best:
-                        best = val["val_l1"]
-                        task.export(run_path / "best.safetensors", {**provenance, "steps": global_step})
-                window, n_window, t_window = {}, 0, time.perf_counter()
-            if ctx.is_main and loop.sample_every and global_step % loop.sample_every == 0:
-                task.write_samples(run, global_step)
-            if loop.save_every and global_step % loop.save_every == 0 and global_step < total:
-                if ctx.is_main:
-                    task.export(run_path / "latest.safetensors", {**provenance, "steps": global_step})
-                    save_state(global_step)
-            if ctx.is_main and on_step is not None:
-                on_step(global_step, total, scalars)
-        del batches, loader  # ends this stage's loader workers
-        stage_idx += 1
+    stop = stop or EarlyStop()
+    with stop:
+        t_window = time.perf_counter()
+        while stage_idx < len(loop.stages):
+            size = loop.stages[stage_idx]
+            dataset = task.make_dataset(size)
+            stage_end = (stage_idx + 1) * loop.steps
+            sampler = StageSampler(
+                len(dataset), loop.seed, epoch, loop.batch_size, batch_in_epoch, ctx.rank, ctx.world_size
+            )
+            if batch_in_epoch >= sampler.batches_per_epoch():  # saved at the very end of an epoch: the sampler
+                epoch, batch_in_epoch = epoch + 1, 0  # yields nothing more of it and goes on with the next
+            loader = DataLoader(
+                dataset,
+                batch_size=loop.batch_size,
+                sampler=sampler,
+                num_workers=loop.num_workers,
+                pin_memory=ctx.device.type == "cuda",
+                drop_last=True,
+                generator=torch.Generator().manual_seed(loop.seed),  # leave the global RNG alone
+            )
+            batches = iter(loader)
+            while global_step < stage_end:
+                batch = next(batches)
+                task.set_lr_factor(lr_factor(global_step, total, loop.decay_start))
+                out = task.step(batch, global_step)
+                global_step += 1
+                batch_in_epoch += 1
+                if batch_in_epoch >= sampler.batches_per_epoch():  # the sampler has moved on to the next epoch
+                    epoch, batch_in_epoch = epoch + 1, 0
+                for k, v in out.items():
+                    window[k] = window[k] + v if k in window else v.clone()
+                n_window += 1
+                logging_step = global_step % loop.log_every == 0 or global_step == stage_end
+                scalars = None
+                if logging_step:
+                    elapsed = time.perf_counter() - t_window
+                    scalars = {k: float(v) / n_window for k, v in window.items()}  # host sync here only
+                    scalars["images_per_s"] = n_window * loop.batch_size * ctx.world_size / max(elapsed, 1e-9)
+                    scalars.update({f"lr_{k}": v for k, v in task.current_lr().items()})
+                    scalars["stage_size"] = size
+                    val = task.validate() if ctx.is_main else {}
+                    scalars.update(val)
+                    if ctx.is_main:
+                        run.log_metrics(global_step, scalars)
+                        if "val_l1" in val and val["val_l1"] < best:
+                            best = val["val_l1"]
+                            task.export(run_path / "best.safetensors", {**provenance, "steps": global_step})
+                    window, n_window, t_window = {}, 0, time.perf_counter()
+                if ctx.is_main and loop.sample_every and global_step % loop.sample_every == 0:
+                    task.write_samples(run, global_step)
+                if loop.save_every and global_step % loop.save_every == 0 and global_step < total:
+                    if ctx.is_main:
+                        task.export(run_path / "latest.safetensors", {**provenance, "steps": global_step})
+                        save_state(global_step)
+                if ctx.is_main and on_step is not None:
+                    on_step(global_step, total, scalars)
+                reason = _stop_reason(stop, ctx, logging_step) if global_step < total else None
+                if reason is not None:
+                    if ctx.is_main:
+                        task.export(run_path / "latest.safetensors", {**provenance, "steps": global_step})
+                        save_state(global_step)
+                    raise TrainingStopped(global_step, total, reason, run_path)
+            del batches, loader  # ends this stage's loader workers
+            stage_idx += 1
     final = run_path / "model.safetensors"
     checks = {}
     if ctx.distributed:

@@ -49,6 +49,7 @@ from mangacolor.losses import GANLoss
 from mangacolor.models import build_config, create_model, get_spec
 from mangacolor.training.loop import (
     DistContext,
+    EarlyStop,
     LoopConfig,
     check_stage_sizes,
     parse_stages,
@@ -479,6 +480,7 @@ def train_scan_generator(
     config: ScanTrainConfig,
     resume: bool = False,
     on_step: Callable[[int, int, dict[str, float] | None], None] | None = None,
+    stop: EarlyStop | None = None,
 ) -> Path:
     """Train the scan generator; write ``RUN_DIR/model.safetensors`` (G_s only) and return its path.
 
@@ -486,8 +488,10 @@ def train_scan_generator(
         config: the run's settings (on resume: read back from ``RUN_DIR/config.json`` by the CLI).
         resume: continue from ``RUN_DIR/resume.pt`` (all four networks, both optimizers, both pools).
         on_step: progress callback (rank 0 only): (step, total, scalars or ``None``).
+        stop: stop early (time limit, SIGINT / SIGTERM) with the run saved for ``resume``.
 
     Raises:
+        TrainingStopped: ``stop`` ended the run early.
         MangacolorError: missing folders or images, unknown architecture, bad sizes or weights.
     """
     stages = parse_stages(config.stages, config.crop_size)
@@ -525,6 +529,6 @@ def train_scan_generator(
             "pool_size": config.pool_size,
             "batch_size": config.batch_size * ctx.world_size,
         }
-        return run_training(task, loop, config, ctx, provenance, resume=resume, on_step=on_step)
+        return run_training(task, loop, config, ctx, provenance, resume=resume, on_step=on_step, stop=stop)
     finally:
         teardown_distributed(ctx)

@@ -52,7 +52,11 @@ def scan_checkpoint(tmp_path_factory):
 def test_train_scan_writes_the_scan_generator_and_resumes(folders, tmp_path):
     scans, colors = folders
     run = tmp_path / "run"
-    result = runner.invoke(app, ["train-scan", str(scans), str(colors), str(run), "--steps", "2", *TOY])
+    args = ["train-scan", str(scans), str(colors), str(run), "--steps", "2", *TOY]
+    stopped = runner.invoke(app, [*args, "--time-limit", "0.000001"])  # stops after step 1, saved
+    assert stopped.exit_code == 75 and f"--resume {run}" in stopped.stderr, stopped.output
+    assert (run / "latest.safetensors").exists() and not (run / "model.safetensors").exists()
+    result = runner.invoke(app, ["train-scan", "--resume", str(run)])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(run / "model.safetensors")
     info = read_info(run / "model.safetensors")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 
 from mangacolor.errors import MangacolorError
 from mangacolor.training.colorizer import ColorTrainConfig, train_colorizer
-from mangacolor.training.loop import EpochSampler, lr_factor, parse_stages
+from mangacolor.training.loop import EarlyStop, EpochSampler, TrainingStopped, lr_factor, parse_stages
 
 
 def test_lr_constant_then_linear_decay():
@@ -98,12 +99,12 @@ def test_resume_equivalence(color_folder, tmp_path):
     class Stop(Exception):
         pass
 
-    def stopping(task, loop, config, ctx, provenance, resume=False, on_step=None):
+    def stopping(task, loop, config, ctx, provenance, resume=False, on_step=None, stop=None):
         def cb(step, total, scalars):
             if step == 5:
                 raise Stop
 
-        return real_run(task, loop, config, ctx, provenance, resume=resume, on_step=cb)
+        return real_run(task, loop, config, ctx, provenance, resume=resume, on_step=cb, stop=stop)
 
     import mangacolor.training.colorizer as colorizer_mod
 
@@ -122,6 +123,49 @@ def test_resume_equivalence(color_folder, tmp_path):
     la = [(m["step"], m["loss_g_l1"]) for m in _losses(tmp_path / "straight")]
     lb = [(m["step"], m["loss_g_l1"]) for m in _losses(tmp_path / "split")]
     assert la == lb and [step for step, _ in la] == [2, 4, 6]
+
+
+def test_signal_stops_after_the_step_and_resume_is_exact(color_folder, tmp_path):
+    """SIGINT at step 5 (not a logging or saving step): the run saves step 5 and resumes bit-exactly."""
+    kw = dict(steps=6, save_every=0, model={"base_width": 4, "depth": 5}, augment=True)
+    straight = train_colorizer(_config(color_folder, tmp_path / "straight", **kw))
+    cfg = _config(color_folder, tmp_path / "split", **kw)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupt(step, total, scalars):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # handled at once: the loop stops before step 6
+
+    with pytest.raises(TrainingStopped) as stopped:
+        train_colorizer(cfg, on_step=interrupt, stop=EarlyStop(signals=True))
+    assert signal.getsignal(signal.SIGINT) is previous  # handlers restored
+    assert (stopped.value.step, stopped.value.total, stopped.value.reason) == (5, 6, "SIGINT")
+    run = tmp_path / "split"
+    assert torch.load(run / "resume.pt", weights_only=False)["step"] == 5
+    assert (run / "latest.safetensors").exists() and not (run / "model.safetensors").exists()
+    resumed = train_colorizer(cfg, resume=True)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    la = [(m["step"], m["loss_g_l1"]) for m in _losses(tmp_path / "straight")]
+    assert la == [(m["step"], m["loss_g_l1"]) for m in _losses(run)]  # the partial window at step 5 was kept
+
+
+def test_time_limit_stops_and_a_second_ctrl_c_aborts(color_folder, tmp_path):
+    cfg = _config(color_folder, tmp_path / "r", steps=3)
+    with pytest.raises(TrainingStopped) as stopped:
+        train_colorizer(cfg, stop=EarlyStop(time_limit_s=1e-9))
+    assert (stopped.value.step, stopped.value.reason) == (1, "time limit")
+    assert train_colorizer(cfg, resume=True, stop=EarlyStop(time_limit_s=3600)).exists()  # not reached
+    stop = EarlyStop(signals=True)
+    with stop:
+        stop._handle(signal.SIGTERM, None)
+        assert stop.reason() == "SIGTERM"
+        stop._handle(signal.SIGINT, None)  # after SIGTERM: still an orderly stop
+        stop.signal_name = "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)
+    with pytest.raises(MangacolorError, match="positive"):
+        EarlyStop(time_limit_s=-60)
 
 
 def test_progressive_stages_and_lr_decay(color_folder, tmp_path):
@@ -151,17 +195,24 @@ def test_gan_losses_train(color_folder, tmp_path, gan_loss):
 
 
 def test_ddp_two_processes_gloo(color_folder, tmp_path):
+    """Two ranks: a --time-limit stop that both ranks agree on (each exits 75), then --resume to the end."""
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += ["-m", "mangacolor", "train-color", str(color_folder), str(run), "--width", "4", "--depth", "3"]
-    cmd += ["--d-width", "4", "--steps", "3", "--batch-size", "2", "--crop-size", "32", "--device", "cpu"]
-    cmd += ["--log-every", "1", "--sample-every", "0", "--save-every", "0"]
+    cmd += ["-m", "mangacolor", "train-color"]
+    args = [str(color_folder), str(run), "--width", "4", "--depth", "3", "--d-width", "4", "--steps", "4"]
+    args += ["--batch-size", "2", "--crop-size", "32", "--device", "cpu"]
+    args += ["--log-every", "2", "--sample-every", "0", "--save-every", "0", "--time-limit", "0.000001"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    proc = subprocess.run(cmd + args, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    assert proc.returncode != 0 and "exitcode  : 75" in proc.stderr, proc.stderr[-3000:]  # torchrun itself: 1
+    assert f"--resume {run}" in proc.stderr and "after step 2 of 4" in proc.stderr  # at the first logging step
+    assert torch.load(run / "resume.pt", weights_only=False)["step"] == 2 and not (run / "model.safetensors").exists()
+    proc = subprocess.run(cmd + ["--resume", str(run)], capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     check = records[-1]
     assert check["ranks_in_sync"] is True and len(check["rank_weight_digests"]) == 2
+    assert [r["step"] for r in records[:-1]] == [2, 4]
     assert records[0]["images_per_s"] > 0 and (run / "model.safetensors").exists()
     assert proc.stdout.strip().splitlines() == [str(run / "model.safetensors")]  # rank 0 only
 
