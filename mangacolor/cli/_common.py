@@ -41,8 +41,9 @@ EXIT_ERROR = 2
 """Exit code when the command could not run at all (bad arguments, unreadable checkpoint, ...)."""
 EXIT_STOPPED = 75
 """Exit code of a training run stopped early (``--time-limit``, Ctrl-C, SIGTERM) and saved for ``--resume``
-(``EX_TEMPFAIL``: try again). Non-zero, so ``set -e`` scripts do not go on with an unfinished model and
-``until mangacolor train-color --resume RUN --time-limit 50; do :; done`` runs a job in slices."""
+(``EX_TEMPFAIL``: try again). Non-zero, so ``set -e`` scripts do not go on with an unfinished model, and
+distinct from errors, so ``while mangacolor train-color --resume RUN --time-limit 50; [ $? -eq 75 ]; do :; done``
+runs a job in slices."""
 
 
 def guarded(func: F) -> F:
