@@ -47,6 +47,37 @@ def is_color(image: np.ndarray, chroma_threshold: float = 15.0, min_fraction: fl
     return float((dev > chroma_threshold).mean()) > min_fraction
 
 
+LINE_ART_SIZE = 256
+"""Long side at which :func:`is_line_art` looks at a page."""
+
+
+def is_line_art(gray: np.ndarray, max_filled: float = 0.03, min_ink: float = 0.005) -> bool:
+    """Whether a greyscale page is line art (thin dark strokes on white) rather than a shaded page.
+
+    At a long side of :data:`LINE_ART_SIZE` pixels, the page's ink (darker than 200) is opened with a
+    7 x 7 square: strokes thinner than 7 px vanish, filled regions (grey shading, flat tones, solid
+    black, screentone, which the shrinking turns into flat grey) stay. Line art leaves less than
+    ``max_filled`` of the page filled, yet has at least ``min_ink`` of it inked (a blank page is not
+    line art). On the 139 held-out demo drawings at 256 px, every ``sketch`` line drawing leaves at
+    most 2.6 % filled, and 95 % of their greyscale versions more than 6 %.
+
+    Args:
+        gray: ``uint8`` (H, W) page.
+    """
+    if gray.ndim != 2:
+        raise ValueError(f"gray must be (H, W). Got {gray.shape}")
+    h, w = gray.shape
+    scale = min(1.0, LINE_ART_SIZE / max(h, w))
+    small = (
+        gray
+        if scale == 1.0
+        else cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    )
+    ink = small < 200
+    filled = cv2.morphologyEx(ink.astype(np.uint8), cv2.MORPH_OPEN, np.ones((7, 7), np.uint8))
+    return float(filled.mean()) < max_filled and float(ink.mean()) >= min_ink
+
+
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 
 

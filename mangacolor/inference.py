@@ -3,7 +3,10 @@
 :class:`Translator` runs a model at a working resolution (long side ``size``, padded to the
 model's size multiple, padding removed afterwards) and returns the result at the input's full
 resolution: for colorizers the predicted chroma is upsampled and merged with the page's own
-luminance (see :mod:`mangacolor.color`), so lines stay exactly as sharp as the input.
+luminance (see :mod:`mangacolor.color`), so lines stay exactly as sharp as the input. Line art,
+whose luminance is white paper the colour must replace, is instead multiplied onto the upsampled
+colour, the way a colourist lays a line layer over flat colour; ``merge="auto"`` (the default)
+tells the two kinds of page apart with :func:`mangacolor.color.is_line_art`.
 
 :func:`run_folder` is the batch engine shared by ``colorize`` and ``scan``: pages are decoded and
 resized by background threads while the model runs, batches group pages of equal working shape,
@@ -30,13 +33,13 @@ from torch import nn
 
 from mangacolor import checkpoint
 from mangacolor.checkpoint import CheckpointInfo
-from mangacolor.color import is_color, luma, merge_luminance
+from mangacolor.color import is_color, is_line_art, luma, merge_luminance
 from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError
 from mangacolor.imageio import atomic_write_bytes, encode_image, list_images, read_image, to_tensor, to_uint8
 from mangacolor.report import BatchReport, FileResult
 from mangacolor.training.loop import resolve_device
 
-MERGE_MODES = ("luma", "none")
+MERGE_MODES = ("auto", "luma", "multiply", "none")
 DEFAULT_SIZE = 512
 
 
@@ -62,6 +65,7 @@ class Prepared:
     full: np.ndarray  # uint8 (H, W) or (H, W, 3): the page at full resolution, in the model's input mode
     tensor: torch.Tensor  # float (1, C, h_pad, w_pad) in [-1, 1]
     valid: tuple[int, int]  # (h, w) of the resized page inside the padded tensor
+    merge: str = "none"  # how this page's outputs come back to full resolution (``auto`` resolved)
 
 
 class Translator:
@@ -73,8 +77,12 @@ class Translator:
         device: where to run.
         size: working resolution (long side); ``None`` uses the size the model was trained at
             (checkpoint provenance ``working_size``) or 512; 0 runs at each page's own resolution.
-        merge: ``luma`` keeps the page's own luminance at full resolution and takes only the
-            chroma from the network (colorizers only); ``none`` returns the network's output resized.
+        merge: how colorizer outputs come back to full resolution. ``luma`` keeps the page's
+            own luminance and takes only the chroma from the network (greyscale pages);
+            ``multiply`` multiplies the page onto the network's colour resized (line art: crisp
+            lines over colour that also fills the white paper); ``auto`` picks ``multiply`` for
+            pages that :func:`~mangacolor.color.is_line_art` calls line art, else ``luma``;
+            ``none`` returns the network's output resized. Scan generators always use ``none``.
         half: run in float16 (CUDA only).
         reference: ``uint8`` (H, W, 3) style image, required by reference-style models.
     """
@@ -85,7 +93,7 @@ class Translator:
         info: CheckpointInfo,
         device: torch.device,
         size: int | None = None,
-        merge: str = "luma",
+        merge: str = "auto",
         half: bool = False,
         reference: np.ndarray | None = None,
     ) -> None:
@@ -127,7 +135,7 @@ class Translator:
         path: str | Path,
         device: str = "auto",
         size: int | None = None,
-        merge: str = "luma",
+        merge: str = "auto",
         half: bool | None = None,
         reference: np.ndarray | None = None,
     ) -> Translator:
@@ -161,7 +169,11 @@ class Translator:
         ph, pw = -rh % m, -rw % m
         if ph or pw:
             small = cv2.copyMakeBorder(small, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
-        return Prepared(full=full, tensor=to_tensor(small), valid=(rh, rw))  # tensor: (1, C, rh + ph, rw + pw)
+        merge = self.merge
+        if merge == "auto":
+            merge = "multiply" if is_line_art(full if full.ndim == 2 else luma(full)) else "luma"
+        # tensor: (1, C, rh + ph, rw + pw)
+        return Prepared(full=full, tensor=to_tensor(small), valid=(rh, rw), merge=merge)
 
     @torch.no_grad()
     def run(self, batch: list[Prepared]) -> list[list[np.ndarray]]:
@@ -182,15 +194,29 @@ class Translator:
     def finish(self, prepared: Prepared, output: np.ndarray) -> np.ndarray:
         """Bring one working-size output back to the page's full resolution."""
         h, w = prepared.full.shape[:2]
-        if self.merge == "luma":
-            gray = prepared.full if prepared.full.ndim == 2 else luma(prepared.full)
+        gray = prepared.full if prepared.full.ndim == 2 else luma(prepared.full)
+        if prepared.merge == "luma":
             return merge_luminance(gray, output)
-        return cv2.resize(output, (w, h), interpolation=cv2.INTER_CUBIC)
+        resized = output if output.shape[:2] == (h, w) else cv2.resize(output, (w, h), interpolation=cv2.INTER_CUBIC)
+        if prepared.merge == "multiply":
+            return multiply_lines(gray, resized)
+        return resized
 
     def __call__(self, image: np.ndarray) -> list[np.ndarray]:
         """Translate one ``uint8`` page ((H, W) or (H, W, 3)); returns the k outputs at full resolution."""
         prepared = self.prepare(image)
         return [self.finish(prepared, out) for out in self.run([prepared])[0]]
+
+
+def multiply_lines(gray: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """``color * gray / 255``: a full-resolution line page laid over colour of the same size (a multiply layer).
+
+    Args:
+        gray: ``uint8`` (H, W) page.
+        color: ``uint8`` (H, W, 3).
+    """
+    out = color.astype(np.uint16) * gray[..., None].astype(np.uint16)  # (H, W, 3), at most 255 * 255
+    return ((out + 127) // 255).astype(np.uint8)
 
 
 @dataclass

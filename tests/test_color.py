@@ -1,11 +1,13 @@
-"""Luma, colour detection and luminance/chroma merging."""
+"""Luma, colour and line-art detection, luminance/chroma merging."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from mangacolor.color import is_color, luma, merge_luminance
+from mangacolor.color import is_color, is_line_art, luma, merge_luminance
+from mangacolor.data import make_lines
 from tests.conftest import drawing
 
 
@@ -42,3 +44,30 @@ def test_merge_keeps_full_resolution_luminance():
     assert mid[0] > mid[1] + 20 and mid[0] > mid[2] + 20  # hue follows the prediction
     with pytest.raises(ValueError, match="Got"):
         merge_luminance(small, small)
+
+
+def _outlines(h: int, w: int, thickness: int) -> np.ndarray:
+    """Circles and a rectangle drawn as dark strokes on white paper: line art. uint8 (H, W)."""
+    page = np.full((h, w), 255, np.uint8)
+    for i in range(4):
+        center = (w // 5 * (i + 1), h // 2 + (i % 2) * h // 8)
+        cv2.circle(page, center, min(h, w) // 6, 20, thickness)
+    cv2.rectangle(page, (w // 10, h // 10), (w - w // 10, h - h // 10), 0, thickness)
+    return page
+
+
+def test_is_line_art_tells_strokes_from_shaded_pages():
+    assert is_line_art(_outlines(200, 300, 2))
+    assert is_line_art(_outlines(1800, 1200, 12))  # a full page: judged at 256 px, where strokes are thin
+    assert is_line_art(make_lines(drawing(240, 320), "sketch"))
+    assert not is_line_art(luma(drawing(240, 320)))  # filled shapes
+    shaded = _outlines(1800, 1200, 12)
+    shaded[300:900, 200:700] = 150  # one flat grey region, 14 % of the page
+    assert not is_line_art(shaded)
+    tone = np.full((1600, 1600), 255, np.uint8)
+    tone[::6, ::6] = 0  # screentone dots: grey once shrunk, so a toned page is not line art
+    tone[1::6, ::6] = tone[::6, 1::6] = tone[1::6, 1::6] = 0
+    assert not is_line_art(tone)
+    assert not is_line_art(np.full((100, 100), 255, np.uint8))  # blank paper has no lines
+    with pytest.raises(ValueError, match="Got"):
+        is_line_art(np.zeros((4, 4, 3), np.uint8))

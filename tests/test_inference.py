@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -9,14 +10,14 @@ import torch
 from mangacolor import checkpoint
 from mangacolor.color import luma
 from mangacolor.imageio import read_image, write_image
-from mangacolor.inference import FolderOptions, Translator, output_paths, run_folder
+from mangacolor.inference import FolderOptions, Translator, multiply_lines, output_paths, run_folder
 from mangacolor.models import create_model, list_models
 from tests.conftest import drawing, toy_colorizer
 
 
 @pytest.fixture
 def translator(toy_checkpoint):
-    return Translator.from_checkpoint(toy_checkpoint, device="cpu")
+    return Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="luma")
 
 
 def test_working_size_from_checkpoint_and_override(toy_checkpoint):
@@ -45,6 +46,31 @@ def test_merge_none_returns_network_rgb_resized(toy_checkpoint):
     assert out.shape == (40, 60, 3)
     small = t.run([t.prepare(gray)])[0][0]
     assert np.abs(out.mean((0, 1)) - small.mean((0, 1))).max() < 3
+
+
+def test_multiply_lays_the_page_over_the_colour():
+    gray = np.array([[255, 0, 128]], np.uint8)
+    color = np.full((1, 3, 3), (200, 100, 51), np.uint8)
+    assert multiply_lines(gray, color).tolist() == [[[200, 100, 51], [0, 0, 0], [100, 50, 26]]]
+
+
+def test_auto_merge_multiplies_line_art_and_keeps_the_luma_of_shaded_pages(toy_checkpoint):
+    auto = Translator.from_checkpoint(toy_checkpoint, device="cpu")
+    assert auto.merge == "auto"
+    lines = np.full((120, 160), 255, np.uint8)
+    cv2.circle(lines, (80, 60), 40, 0, 2)
+    prepared = auto.prepare(lines)
+    assert prepared.merge == "multiply"
+    (out,) = auto(lines)
+    network = cv2.resize(auto.run([prepared])[0][0], (160, 120), interpolation=cv2.INTER_CUBIC)
+    assert np.array_equal(out, multiply_lines(lines, network))  # the paper takes the network's colour
+    assert (out[lines == 0] == 0).all()
+    shaded = luma(drawing(120, 160))
+    assert auto.prepare(shaded).merge == "luma"
+    (out,) = auto(shaded)
+    assert np.abs(luma(out).astype(int) - shaded).max() <= 1
+    forced = Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="luma")
+    assert forced.prepare(lines).merge == "luma"
 
 
 def test_batching_matches_single(translator):

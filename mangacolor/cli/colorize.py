@@ -29,8 +29,11 @@ def colorize(
     ] = None,
     merge: Annotated[
         str,
-        typer.Option(help="luma: keep the page's own full-resolution luminance; none: the network's RGB resized."),
-    ] = "luma",
+        typer.Option(
+            help="luma: keep the page's own full-resolution luminance (greyscale pages); multiply: lay the page "
+            "over the colour (line art); auto: multiply for line art, else luma; none: the network's RGB resized."
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     half: Annotated[
         bool | None, typer.Option("--half/--no-half", help="float16 on the GPU (default: on for CUDA).")

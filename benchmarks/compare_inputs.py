@@ -1,0 +1,202 @@
+"""Which inputs should a colorizer be trained on? Luma, line art, a random mix, or synthetic scans.
+
+Users feed a colorizer two kinds of page: greyscale (shading, screentone) and pure line art. This
+script trains one architecture once per *training input* and scores every trained model on *both*
+kinds of held-out input, so the choice of the default model's training data is made by numbers:
+
+* ``luma``: BT.601 greyscale of each colour crop (``train-color --input luma``);
+* ``lines``: line art made from each crop with ``--lines-method`` (``--input lines``);
+* ``mix``: each crop is one or the other at random, half and half (``--input mix``);
+* ``scans`` (with ``--scan-model``): synthetic scans of the training images made by a trained scan
+  generator (``mangacolor scan``), read with ``--input-dir``.
+
+Every model trains for the same number of steps (``--steps``; the same optimisation budget, whatever
+the cost of making its inputs) on the training part of the split that ``compare_archs.py`` uses (a
+SHA-1 of each file name, ``--val-fraction``), and is scored with :func:`mangacolor.evaluate.evaluate_folders`
+next to the input itself (no colour) on each held-out kind. Held-out luma inputs are colorized with
+the luminance merge, held-out line art with ``--merge-lines`` (``colorize --merge``).
+
+Writes ``OUT/results.md`` (also printed), ``OUT/results.json``, contact sheets in ``OUT/sheets/``
+and every run, prediction and evaluation under ``OUT/``. Usage::
+
+    python benchmarks/compare_inputs.py DATA OUT --steps 20000 --size 256 --vgg-weights vgg16.safetensors
+    python benchmarks/compare_inputs.py DATA OUT --steps 900 --size 128 --batch-size 16 \\
+        --model-config '{"base_width": 32, "depth": 7}' --d-width 32          # CPU scale
+    python benchmarks/compare_inputs.py DATA /tmp/ci --steps 4 --size 64 --limit 40 --toy   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from compare_archs import (
+    BASELINE_INPUT,
+    Entry,
+    _colorize,
+    _copy_inputs,
+    _evaluate,
+    _link_training_files,
+    _log,
+    _prepare_heldout,
+    _train,
+    markdown_table,
+)
+
+from mangacolor.data import split_files
+from mangacolor.errors import MangacolorError
+from mangacolor.imageio import list_images
+from mangacolor.models import get_spec, list_models
+
+TRAIN_INPUTS = ("luma", "lines", "mix", "scans")
+HELDOUT_KINDS = ("luma", "lines")
+
+
+def _make_scans(model: Path, data: Path, out: Path) -> Path:
+    """Synthetic scans of the training images (same names), as ``mangacolor scan`` writes them."""
+    from mangacolor.inference import FolderOptions, Translator, run_folder
+
+    translator = Translator.from_checkpoint(model, merge="none")
+    if translator.info.task != "scan":
+        raise MangacolorError(f"{model}: a {translator.info.task} model, not a scan generator (train-scan)")
+    scans = out / "scans"
+    report = run_folder(translator, data, scans, FolderOptions(output_format="png", copy_color=False))
+    if report.failed:
+        _log(f"   {report.failed} training images could not be scanned; they are left out")
+    return scans
+
+
+def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, scans: Path | None) -> dict[str, Any]:
+    model = dict(get_spec(args.arch).toy) if args.toy else {}
+    model.update(args.model_config)
+    disc = dict(get_spec("patchgan").toy) if args.toy else {}
+    if args.d_width is not None:
+        disc["base_width"] = args.d_width
+    kwargs: dict[str, Any] = dict(
+        data=str(data),
+        input_kind="luma" if kind == "scans" else kind,
+        input_dir=str(scans) if kind == "scans" else None,
+        lines_method=args.lines_method,
+        arch=args.arch,
+        model=model,
+        discriminator=disc,
+        crop_size=args.size,
+        load_size=args.size,
+        batch_size=args.batch_size,
+        gan_weight=args.gan_weight,
+        seed=args.seed,
+        device=args.device,
+        sample_every=0,
+        save_every=0,
+        vgg_weights=args.vgg_weights,
+    )
+    return kwargs
+
+
+def results_table(entries: list[Entry]) -> str:
+    """The markdown table: one row per (held-out kind, training input)."""
+    table = markdown_table(entries)
+    return table.replace("| inputs | model |", "| held-out input | trained on |", 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("data", type=Path, help="folder of colour images")
+    parser.add_argument("out", type=Path, help="output folder (runs, predictions, sheets, results.md)")
+    colorizers = [s.name for s in list_models("colorize") if not s.name.startswith("reference")]
+    parser.add_argument("--arch", default="unet", choices=colorizers)
+    parser.add_argument("--model-config", default="{}", help="generator config fields as a JSON object")
+    parser.add_argument("--d-width", type=int, default=None, help="PatchGAN base width")
+    parser.add_argument("--gan-weight", type=float, default=1.0, help="0: L1 only")
+    parser.add_argument("--train-inputs", nargs="+", default=["luma", "lines", "mix"], choices=TRAIN_INPUTS)
+    parser.add_argument("--scan-model", type=Path, default=None, help="scan generator for --train-inputs scans")
+    parser.add_argument("--steps", type=int, default=2000, help="optimisation steps per model")
+    parser.add_argument("--size", type=int, default=256, help="training crop, image long side and working size")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="held-out share (by file-name hash)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images of DATA")
+    parser.add_argument("--lines-method", default="sketch")
+    parser.add_argument(
+        "--merge-lines", default="none", choices=["none", "luma"], help="colorize --merge for held-out line art"
+    )
+    parser.add_argument("--vgg-weights", default=None, help="VGG16 weights (LPIPS; SGRU's loss)")
+    parser.add_argument("--toy", action="store_true", help="toy widths from the registry (smoke tests)")
+    parser.add_argument("--sheet-count", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.model_config = json.loads(args.model_config)
+    except ValueError:
+        args.model_config = None
+    if not isinstance(args.model_config, dict):
+        parser.error("--model-config takes a JSON object, e.g. '{\"depth\": 7}'")
+    if "scans" in args.train_inputs and args.scan_model is None:
+        parser.error("--train-inputs scans needs --scan-model (a train-scan checkpoint)")
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    files = list(list_images(args.data))[: args.limit]
+    train_files, held = split_files(files, args.val_fraction)
+    data = _link_training_files(train_files, args.data, out)
+    names = _prepare_heldout(held, args.data, out, args.size, args.lines_method)
+    _log(f"{len(files)} images: {len(train_files)} for training, {len(names)} held out")
+    if len(names) < 2:
+        _log("need at least 2 held-out images; raise --limit or --val-fraction")
+        return 2
+    scans = _make_scans(args.scan_model, data, out) if "scans" in args.train_inputs else None
+
+    models: dict[str, tuple[Path | None, int, float, str]] = {}  # kind -> (model, steps, seconds, error)
+    for kind in args.train_inputs:
+        _log(f"== training on {kind}: {args.steps} steps")
+        try:
+            start = time.perf_counter()
+            path, seconds = _train(_train_kwargs(args, data, kind, scans), out / "runs" / kind, args.steps)
+            models[kind] = (path, args.steps, seconds, "")
+            _log(f"   {seconds / 60:.1f} min ({time.perf_counter() - start:.0f} s with set-up)")
+        except (MangacolorError, ValueError, RuntimeError) as exc:
+            models[kind] = (None, 0, 0.0, (str(exc).splitlines() or [type(exc).__name__])[0])
+            _log(f"   failed: {models[kind][3]}")
+
+    entries: list[Entry] = []
+    for held_kind in HELDOUT_KINDS:
+        inputs = out / "heldout" / held_kind
+        merge = "luma" if held_kind == "luma" else args.merge_lines
+        entry = Entry(held_kind, BASELINE_INPUT)
+        pred = out / "pred" / held_kind / "input"
+        _copy_inputs(inputs, names, pred)
+        _evaluate(entry, pred, out, args)
+        entries.append(entry)
+        for kind, (path, steps, seconds, error) in models.items():
+            entry = Entry(held_kind, kind, args.arch, steps=steps, train_s=seconds, error=error)
+            if path is not None:
+                _log(f"== scoring the {kind} model on held-out {held_kind}")
+                pred = out / "pred" / held_kind / kind
+                _colorize(path, inputs, out / "heldout" / "truth", names, pred, args.size, merge)
+                _evaluate(entry, pred, out, args)
+            entries.append(entry)
+            (out / "results.md").write_text(results_table(entries) + "\n")  # partial results survive a stop
+
+    table = results_table(entries)
+    (out / "results.md").write_text(table + "\n")
+    payload = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "train_images": len(train_files),
+        "heldout_images": len(names),
+        "entries": [e.__dict__ for e in entries],
+    }
+    (out / "results.json").write_text(json.dumps(payload, indent=2, default=float))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
