@@ -210,6 +210,38 @@ def _evaluate(entry: Entry, pred: Path, out: Path, args: argparse.Namespace) -> 
     entry.sheet = str(sheet.relative_to(out))
 
 
+def split_and_prepare(args: argparse.Namespace) -> tuple[int, Path, list[str]] | None:
+    """Split ``args.data`` by file-name hash, link the training files, make the held-out truth and inputs.
+
+    Returns:
+        (number of training files, the training folder, held-out names), or ``None`` (logged) when
+        fewer than 2 images are held out.
+    """
+    args.out.mkdir(parents=True, exist_ok=True)
+    files = list(list_images(args.data))[: args.limit]
+    train_files, held = split_files(files, args.val_fraction)
+    data = _link_training_files(train_files, args.data, args.out)
+    names = _prepare_heldout(held, args.data, args.out, args.size, args.lines_method)
+    _log(f"{len(files)} images: {len(train_files)} for training, {len(names)} held out")
+    if len(names) < 2:
+        _log("need at least 2 held-out images; raise --limit or --val-fraction")
+        return None
+    return len(train_files), data, names
+
+
+def write_results(args: argparse.Namespace, n_train: int, names: list[str], entries: list[Entry], table: str) -> None:
+    """``OUT/results.md`` (also printed) and ``OUT/results.json``."""
+    (args.out / "results.md").write_text(table + "\n")
+    payload = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "train_images": n_train,
+        "heldout_images": len(names),
+        "entries": [e.__dict__ for e in entries],
+    }
+    (args.out / "results.json").write_text(json.dumps(payload, indent=2, default=float))
+    print(table)
+
+
 def _fmt(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -320,15 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown colorize architecture(s) {unknown}; known: {colorizers}")
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    files = list(list_images(args.data))[: args.limit]
-    train_files, held = split_files(files, args.val_fraction)
-    data = _link_training_files(train_files, args.data, out)
-    names = _prepare_heldout(held, args.data, out, args.size, args.lines_method)
-    _log(f"{len(files)} images: {len(train_files)} for training, {len(names)} held out")
-    if len(names) < 2:
-        _log("need at least 2 held-out images; raise --limit or --val-fraction")
+    split = split_and_prepare(args)
+    if split is None:
         return 2
+    n_train, data, names = split
 
     models: list[tuple[str, str, bool]] = [(a, a, False) for a in args.archs]
     if not args.no_baselines:
@@ -364,16 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             entries.append(entry)
             (out / "results.md").write_text(markdown_table(entries) + "\n")  # partial results survive a stop
 
-    table = markdown_table(entries)
-    (out / "results.md").write_text(table + "\n")
-    payload = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "train_images": len(train_files),
-        "heldout_images": len(names),
-        "entries": [e.__dict__ for e in entries],
-    }
-    (out / "results.json").write_text(json.dumps(payload, indent=2, default=float))
-    print(table)
+    write_results(args, n_train, names, entries, markdown_table(entries))
     return 0
 
 

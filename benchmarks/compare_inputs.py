@@ -14,7 +14,8 @@ Every model trains for the same number of steps (``--steps``; the same optimisat
 the cost of making its inputs) on the training part of the split that ``compare_archs.py`` uses (a
 SHA-1 of each file name, ``--val-fraction``), and is scored with :func:`mangacolor.evaluate.evaluate_folders`
 next to the input itself (no colour) on each held-out kind. Held-out luma inputs are colorized with
-the luminance merge, held-out line art with ``--merge-lines`` (``colorize --merge``).
+the luminance merge, held-out line art with ``--merge-lines`` (``colorize --merge``; default
+``multiply``, what ``colorize --merge auto`` picks for line art).
 
 Writes ``OUT/results.md`` (also printed), ``OUT/results.json``, contact sheets in ``OUT/sheets/``
 and every run, prediction and evaluation under ``OUT/``. Usage::
@@ -41,16 +42,14 @@ from compare_archs import (
     _colorize,
     _copy_inputs,
     _evaluate,
-    _link_training_files,
     _log,
-    _prepare_heldout,
     _train,
     markdown_table,
+    split_and_prepare,
+    write_results,
 )
 
-from mangacolor.data import split_files
 from mangacolor.errors import MangacolorError
-from mangacolor.imageio import list_images
 from mangacolor.models import get_spec, list_models
 
 TRAIN_INPUTS = ("luma", "lines", "mix", "scans")
@@ -124,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images of DATA")
     parser.add_argument("--lines-method", default="sketch")
     parser.add_argument(
-        "--merge-lines", default="none", choices=["none", "luma"], help="colorize --merge for held-out line art"
+        "--merge-lines",
+        default="multiply",
+        choices=["multiply", "none", "luma"],
+        help="colorize --merge for held-out line art (colorize's auto: multiply)",
     )
     parser.add_argument("--vgg-weights", default=None, help="VGG16 weights (LPIPS; SGRU's loss)")
     parser.add_argument("--toy", action="store_true", help="toy widths from the registry (smoke tests)")
@@ -143,15 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--train-inputs scans needs --scan-model (a train-scan checkpoint)")
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    files = list(list_images(args.data))[: args.limit]
-    train_files, held = split_files(files, args.val_fraction)
-    data = _link_training_files(train_files, args.data, out)
-    names = _prepare_heldout(held, args.data, out, args.size, args.lines_method)
-    _log(f"{len(files)} images: {len(train_files)} for training, {len(names)} held out")
-    if len(names) < 2:
-        _log("need at least 2 held-out images; raise --limit or --val-fraction")
+    split = split_and_prepare(args)
+    if split is None:
         return 2
+    n_train, data, names = split
     scans = _make_scans(args.scan_model, data, out) if "scans" in args.train_inputs else None
 
     models: dict[str, tuple[Path | None, int, float, str]] = {}  # kind -> (model, steps, seconds, error)
@@ -185,16 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             entries.append(entry)
             (out / "results.md").write_text(results_table(entries) + "\n")  # partial results survive a stop
 
-    table = results_table(entries)
-    (out / "results.md").write_text(table + "\n")
-    payload = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "train_images": len(train_files),
-        "heldout_images": len(names),
-        "entries": [e.__dict__ for e in entries],
-    }
-    (out / "results.json").write_text(json.dumps(payload, indent=2, default=float))
-    print(table)
+    write_results(args, n_train, names, entries, results_table(entries))
     return 0
 
 
