@@ -75,7 +75,7 @@ def colorize(
     )
     console.print(
         f"model {ckpt} ({translator.info.arch}), device {translator.device}"
-        f"{' fp16' if translator.half else ''}, working size {translator.size}",
+        f"{' fp16' if translator.half else ''}, working size {translator.size}, merge {translator.merge}",
         highlight=False,
     )
     with make_progress() as progress:
