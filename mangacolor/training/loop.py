@@ -88,6 +88,7 @@ class EarlyStop:
         self.signal_name: str | None = None
         self._start = time.monotonic()
         self._pid = os.getpid()
+        self._interrupts = 0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> EarlyStop:
@@ -103,12 +104,16 @@ class EarlyStop:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        if self.signal_name == "SIGINT" and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C: abort now
-        if self.signal_name is None and os.getpid() == self._pid:  # not from forked loader workers
-            log.warning("%s: stopping after the current step and saving the run (Ctrl-C again aborts)", name)
-        self.signal_name = self.signal_name or name
+        if signum == signal.SIGINT:
+            self._interrupts += 1
+            if self._interrupts > 1:
+                raise KeyboardInterrupt  # the second Ctrl-C: abort now
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+            if os.getpid() == self._pid:  # not from forked loader workers
+                log.warning(
+                    "%s: stopping after the current step and saving the run (Ctrl-C again aborts)", self.signal_name
+                )
 
     @property
     def active(self) -> bool:

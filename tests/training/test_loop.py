@@ -160,10 +160,10 @@ def test_time_limit_stops_and_a_second_ctrl_c_aborts(color_folder, tmp_path):
     with stop:
         stop._handle(signal.SIGTERM, None)
         assert stop.reason() == "SIGTERM"
-        stop._handle(signal.SIGINT, None)  # after SIGTERM: still an orderly stop
-        stop.signal_name = "SIGINT"
+        stop._handle(signal.SIGINT, None)  # the first Ctrl-C: an orderly stop, still for SIGTERM
+        assert stop.reason() == "SIGTERM"
         with pytest.raises(KeyboardInterrupt):
-            stop._handle(signal.SIGINT, None)
+            stop._handle(signal.SIGINT, None)  # the second: abort
     with pytest.raises(MangacolorError, match="positive"):
         EarlyStop(time_limit_s=-60)
 
