@@ -195,6 +195,7 @@ def _evaluate(entry: Entry, pred: Path, out: Path, args: argparse.Namespace) -> 
             pred=str(pred),
             truth=str(out / "heldout" / "truth"),
             inputs=str(out / "heldout" / entry.inputs),
+            fid=not args.no_fid,
             vgg_weights=args.vgg_weights,
             lpips_size=args.size,
             device=args.device,
@@ -329,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         help="config fields for one architecture, e.g. unet='{\"depth\": 7}' (repeatable)",
     )
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--no-fid", action="store_true", help="leave FID out (quick runs)")
     parser.add_argument("--sheet-count", type=int, default=8)
     parser.add_argument(
         "--probe-fraction", type=float, default=0.1, help="share of the budget spent timing each configuration"

@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--vgg-weights", default=None, help="VGG16 weights (LPIPS; SGRU's loss)")
     parser.add_argument("--toy", action="store_true", help="toy widths from the registry (smoke tests)")
+    parser.add_argument("--no-fid", action="store_true", help="leave FID out (quick runs)")
     parser.add_argument("--sheet-count", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,53 @@
+"""The quality benchmarks end to end at toy scale: split, training, colorizing, scoring, tables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args, "--toy", "--size", "32", "--batch-size", "2"]
+    cmd += ["--val-fraction", "0.5", "--sheet-count", "2", "--device", "cpu", "--no-fid"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def demo(color_folder):
+    return color_folder  # 8 drawings: --val-fraction 0.5 holds 2 out
+
+
+def test_compare_inputs_scores_every_training_input_on_both_heldout_kinds(demo, tmp_path):
+    out = tmp_path / "ci"
+    proc = _run("compare_inputs.py", str(demo), str(out), "--steps", "2", "--train-inputs", "luma", "mix")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    rows = [(e["inputs"], e["model"]) for e in report["entries"]]
+    assert rows == [
+        ("luma", "input (no colour)"),
+        ("luma", "luma"),
+        ("luma", "mix"),
+        ("lines", "input (no colour)"),
+        ("lines", "luma"),
+        ("lines", "mix"),
+    ]
+    assert report["train_images"] + report["heldout_images"] == 8 and report["heldout_images"] >= 2
+    trained = [e for e in report["entries"] if e["steps"]]
+    assert all(e["steps"] == 2 and not e["error"] and e["metrics"]["evaluated"] >= 2 for e in trained)
+    assert (out / "runs" / "mix" / "model.safetensors").exists() and (out / "sheets" / "lines_mix.png").exists()
+    assert "| held-out input | trained on |" in (out / "results.md").read_text() == proc.stdout
+
+
+def test_compare_archs_with_the_l1_baseline(demo, tmp_path):
+    out = tmp_path / "ca"
+    proc = _run("compare_archs.py", str(demo), str(out), "--minutes", "0.02", "--archs", "unet", "--inputs", "lines")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert [e["model"] for e in report["entries"]] == ["input (no colour)", "unet", "unet (L1 only)"]
+    assert all(not e["error"] for e in report["entries"]) and report["entries"][1]["steps"] >= 1
