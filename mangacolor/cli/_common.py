@@ -133,22 +133,26 @@ def training_progress(name: str, total: int, shown: Callable[[str], bool]) -> It
         yield on_step
 
 
-def run_stoppable(command: str, train: Callable[..., Path], time_limit: float, **kwargs: Any) -> Path:
-    """Run a trainer with an :class:`~mangacolor.training.loop.EarlyStop`; turn an early stop into a message.
+def run_training_command(
+    command: str, train: Callable[..., Path], total: int, shown: Callable[[str], bool], time_limit: float, **kwargs: Any
+) -> Path:
+    """Run a trainer under a progress bar and an :class:`~mangacolor.training.loop.EarlyStop`.
+
+    An early stop becomes a message (after the bar's last line) and exit :data:`EXIT_STOPPED`.
 
     Args:
-        command: the command's name, for the resume hint.
+        command: the command's name: the bar's label and the resume hint.
         train: ``train_colorizer`` or ``train_scan_generator``.
+        total: steps of the whole run.
+        shown: which metric names appear beside the bar.
         time_limit: minutes after which no new step starts (0: none). SIGINT and SIGTERM are handled too.
         kwargs: passed to ``train``.
-
-    Raises:
-        typer.Exit: with :data:`EXIT_STOPPED` when the run stopped early.
     """
     from mangacolor.training.loop import EarlyStop, TrainingStopped
 
     try:
-        return train(**kwargs, stop=EarlyStop(time_limit * 60, signals=True))
+        with training_progress(command, total, shown) as on_step:
+            return train(**kwargs, on_step=on_step, stop=EarlyStop(time_limit * 60, signals=True))
     except TrainingStopped as stopped:
         if is_main_process():
             console.print(

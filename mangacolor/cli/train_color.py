@@ -15,8 +15,7 @@ from mangacolor.cli._common import (
     guarded,
     is_main_process,
     load_run_config,
-    run_stoppable,
-    training_progress,
+    run_training_command,
 )
 from mangacolor.errors import MangacolorError
 from mangacolor.models import get_spec, list_models
@@ -169,12 +168,15 @@ def train_color(
             half_checkpoint=half,
         )
     total = config.steps * len(config.stages or [config.crop_size])
-    with training_progress(
-        "train-color", total, lambda k: k.startswith("loss") or k in ("val_l1", "images_per_s")
-    ) as cb:
-        path = run_stoppable(
-            "train-color", train_colorizer, time_limit, config=config, resume=resume is not None, on_step=cb
-        )
+    path = run_training_command(
+        "train-color",
+        train_colorizer,
+        total,
+        lambda k: k.startswith("loss") or k in ("val_l1", "images_per_s"),
+        time_limit,
+        config=config,
+        resume=resume is not None,
+    )
     if is_main_process():
         console.print(f"checkpoint written: {path}")
         typer.echo(str(path))

@@ -13,8 +13,7 @@ from mangacolor.cli._common import (
     guarded,
     is_main_process,
     load_run_config,
-    run_stoppable,
-    training_progress,
+    run_training_command,
 )
 from mangacolor.errors import MangacolorError
 from mangacolor.models import list_models
@@ -130,10 +129,15 @@ def train_scan(
             half_checkpoint=half,
         )
     total = config.steps * len(config.stages or [config.crop_size])
-    with training_progress("train-scan", total, lambda k: k.startswith("loss") or k == "images_per_s") as cb:
-        path = run_stoppable(
-            "train-scan", train_scan_generator, time_limit, config=config, resume=resume is not None, on_step=cb
-        )
+    path = run_training_command(
+        "train-scan",
+        train_scan_generator,
+        total,
+        lambda k: k.startswith("loss") or k == "images_per_s",
+        time_limit,
+        config=config,
+        resume=resume is not None,
+    )
     if is_main_process():
         console.print(f"scan generator written: {path}")
         typer.echo(str(path))
