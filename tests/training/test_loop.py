@@ -92,28 +92,16 @@ def test_resume_equivalence(color_folder, tmp_path):
     cfg = _config(color_folder, tmp_path / "split", **kw)
     # killed after step 5: the last state is step 3's, and step 4's metrics line must not stay twice
     half = _config(color_folder, tmp_path / "split", **kw)
-    from mangacolor.training import loop as loop_mod
-
-    real_run = loop_mod.run_training
 
     class Stop(Exception):
         pass
 
-    def stopping(task, loop, config, ctx, provenance, resume=False, on_step=None, stop=None):
-        def cb(step, total, scalars):
-            if step == 5:
-                raise Stop
+    def kill_after_step_5(step, total, scalars):
+        if step == 5:
+            raise Stop
 
-        return real_run(task, loop, config, ctx, provenance, resume=resume, on_step=cb, stop=stop)
-
-    import mangacolor.training.colorizer as colorizer_mod
-
-    colorizer_mod.run_training = stopping
-    try:
-        with pytest.raises(Stop):
-            train_colorizer(half)
-    finally:
-        colorizer_mod.run_training = real_run
+    with pytest.raises(Stop):
+        train_colorizer(half, on_step=kill_after_step_5)
     assert (tmp_path / "split" / "resume.pt").exists()
     resumed = train_colorizer(cfg, resume=True)
     a, b = load_file(str(straight)), load_file(str(resumed))

@@ -184,28 +184,16 @@ def test_resume_equivalence(unpaired, tmp_path):
     """N steps straight == N/2 steps, stop, resume, N/2 steps: identical G_s weights and loss curve."""
     scans, colors = unpaired
     straight = train_scan_generator(_config(scans, colors, tmp_path / "straight"))
-    from mangacolor.training import loop as loop_mod
-
-    real_run = loop_mod.run_training
 
     class Stop(Exception):
         pass
 
-    def stopping(task, loop, config, ctx, provenance, resume=False, on_step=None):
-        def cb(step, total, scalars):
-            if step == 2:
-                raise Stop
+    def kill_after_step_2(step, total, scalars):
+        if step == 2:
+            raise Stop
 
-        return real_run(task, loop, config, ctx, provenance, resume=resume, on_step=cb)
-
-    import mangacolor.training.scan as scan_mod
-
-    scan_mod.run_training = stopping
-    try:
-        with pytest.raises(Stop):
-            train_scan_generator(_config(scans, colors, tmp_path / "split"))
-    finally:
-        scan_mod.run_training = real_run
+    with pytest.raises(Stop):
+        train_scan_generator(_config(scans, colors, tmp_path / "split"), on_step=kill_after_step_2)
     state = torch.load(tmp_path / "split" / "resume.pt", weights_only=True)
     assert {"g_s", "g_c", "d_s", "d_c", "opt_g", "opt_d", "pool_s", "pool_c"} <= set(state["task"])
     assert len(state["task"]["pool_s"]["images"]) == 3  # 2 steps x 2 images, capacity 3
