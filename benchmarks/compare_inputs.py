@@ -18,7 +18,9 @@ the luminance merge, held-out line art with ``--merge-lines`` (``colorize --merg
 ``multiply``, what ``colorize --merge auto`` picks for line art).
 
 Writes ``OUT/results.md`` (also printed), ``OUT/results.json``, contact sheets in ``OUT/sheets/``
-and every run, prediction and evaluation under ``OUT/``. Usage::
+and every run, prediction and evaluation under ``OUT/``. Running it again on the same ``OUT`` reuses
+the finished trainings (``OUT/runs/KIND/train.json``) and scores them again, e.g. with another
+``--merge-lines``; a training cut short starts over. Usage::
 
     python benchmarks/compare_inputs.py DATA OUT --steps 20000 --size 256 --vgg-weights vgg16.safetensors
     python benchmarks/compare_inputs.py DATA OUT --steps 900 --size 128 --batch-size 16 \\
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -154,11 +157,23 @@ def main(argv: list[str] | None = None) -> int:
 
     models: dict[str, tuple[Path | None, int, float, str]] = {}  # kind -> (model, steps, seconds, error)
     for kind in args.train_inputs:
+        run = out / "runs" / kind
+        done = run / "train.json"
+        if done.exists() and (run / "model.safetensors").exists():  # a finished training of an earlier call
+            record = json.loads(done.read_text())
+            if record["steps"] == args.steps:
+                models[kind] = (run / "model.safetensors", record["steps"], record["seconds"], "")
+                _log(f"== {kind}: reusing the finished training in {run}")
+                continue
+            raise SystemExit(f"{run} was trained for {record['steps']} steps, not {args.steps}: give another OUT")
+        if run.exists():  # cut short in an earlier call: start over
+            shutil.rmtree(run)
         _log(f"== training on {kind}: {args.steps} steps")
         try:
             start = time.perf_counter()
-            path, seconds = _train(_train_kwargs(args, data, kind, scans), out / "runs" / kind, args.steps)
+            path, seconds = _train(_train_kwargs(args, data, kind, scans), run, args.steps)
             models[kind] = (path, args.steps, seconds, "")
+            done.write_text(json.dumps({"steps": args.steps, "seconds": seconds}))
             _log(f"   {seconds / 60:.1f} min ({time.perf_counter() - start:.0f} s with set-up)")
         except (MangacolorError, ValueError, RuntimeError) as exc:
             models[kind] = (None, 0, 0.0, (str(exc).splitlines() or [type(exc).__name__])[0])

@@ -42,6 +42,14 @@ def test_compare_inputs_scores_every_training_input_on_both_heldout_kinds(demo, 
     assert all(e["steps"] == 2 and not e["error"] and e["metrics"]["evaluated"] >= 2 for e in trained)
     assert (out / "runs" / "mix" / "model.safetensors").exists() and (out / "sheets" / "lines_mix.png").exists()
     assert "| held-out input | trained on |" in (out / "results.md").read_text() == proc.stdout
+    again = _run(
+        "compare_inputs.py", str(demo), str(out), "--steps", "2", "--train-inputs", "mix", "--merge-lines", "none"
+    )
+    assert again.returncode == 0 and "reusing the finished training" in again.stderr, again.stderr[-3000:]
+    assert [e["model"] for e in json.loads((out / "results.json").read_text())["entries"]] == [
+        "input (no colour)",
+        "mix",
+    ] * 2
 
 
 def test_compare_archs_with_the_l1_baseline(demo, tmp_path):
