@@ -61,6 +61,9 @@ def test_is_line_art_tells_strokes_from_shaded_pages():
     assert is_line_art(_outlines(1800, 1200, 12))  # a full page: judged at 256 px, where strokes are thin
     assert is_line_art(make_lines(drawing(240, 320), "sketch"))
     assert not is_line_art(luma(drawing(240, 320)))  # filled shapes
+    inked = _outlines(1800, 1200, 12)
+    inked[200:1000, 300:900] = 0  # a solid black fill (hair, a shadow), 22 % of the page: still line art
+    assert is_line_art(inked)
     shaded = _outlines(1800, 1200, 12)
     shaded[300:900, 200:700] = 150  # one flat grey region, 14 % of the page
     assert not is_line_art(shaded)
