@@ -15,7 +15,8 @@ the cost of making its inputs) on the training part of the split that ``compare_
 SHA-1 of each file name, ``--val-fraction``), and is scored with :func:`mangacolor.evaluate.evaluate_folders`
 next to the input itself (no colour) on each held-out kind. Held-out luma inputs are colorized with
 the luminance merge, held-out line art with ``--merge-lines`` (``colorize --merge``; default
-``multiply``, what ``colorize --merge auto`` picks for line art).
+``multiply``, what ``colorize --merge auto`` picks for line art). ``--heldout tone`` adds screentoned
+pages (:func:`_make_tone_heldout`), colorized with ``--merge auto`` as ``colorize`` would.
 
 Writes ``OUT/results.md`` (also printed), ``OUT/results.json``, contact sheets in ``OUT/sheets/``
 and every run, prediction and evaluation under ``OUT/``. Running it again on the same ``OUT`` reuses
@@ -39,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 from compare_archs import (
     BASELINE_INPUT,
     Entry,
@@ -56,7 +58,36 @@ from mangacolor.errors import MangacolorError
 from mangacolor.models import get_spec, list_models
 
 TRAIN_INPUTS = ("luma", "lines", "mix", "scans")
-HELDOUT_KINDS = ("luma", "lines")
+HELDOUT_KINDS = ("luma", "lines", "tone")
+TONE_SCALE = 4
+"""Held-out screentoned pages are drawn at this multiple of ``--size``, as scans are larger than the working size."""
+
+
+def _make_tone_heldout(out: Path, names: list[str]) -> int:
+    """``OUT/heldout/tone``: each held-out truth enlarged :data:`TONE_SCALE` times and drawn as a screentoned page.
+
+    The page is ``examples/make_fake_scans.py``'s scan stand-in: ``sketch`` lines over flat dot screens
+    (period 6 px) and solid black. Colorized at ``--size``, its dots shrink to grey, as a real scan's do.
+    Returns how many of the pages ``is_line_art`` calls line art (``colorize --merge auto`` multiplies those).
+    """
+    import importlib.util
+
+    from mangacolor.color import is_line_art
+    from mangacolor.imageio import read_image, write_image
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "make_fake_scans.py"
+    spec = importlib.util.spec_from_file_location("make_fake_scans", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    line_art = 0
+    for name in names:
+        dst = out / "heldout" / "tone" / f"{name}.png"
+        if not dst.exists():
+            truth = read_image(out / "heldout" / "truth" / f"{name}.png", mode="RGB")
+            big = cv2.resize(truth, None, fx=TONE_SCALE, fy=TONE_SCALE, interpolation=cv2.INTER_CUBIC)
+            write_image(dst, module.fake_scan(big))
+        line_art += is_line_art(read_image(dst, mode="L"))
+    return line_art
 
 
 def _make_scans(model: Path, data: Path, out: Path) -> Path:
@@ -119,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gan-weight", type=float, default=1.0, help="0: L1 only")
     parser.add_argument("--train-inputs", nargs="+", default=["luma", "lines", "mix"], choices=TRAIN_INPUTS)
     parser.add_argument("--scan-model", type=Path, default=None, help="scan generator for --train-inputs scans")
+    parser.add_argument(
+        "--heldout",
+        nargs="+",
+        default=["luma", "lines"],
+        choices=HELDOUT_KINDS,
+        help="held-out inputs: luma, lines, tone (screentoned pages at 4x size, merge auto)",
+    )
     parser.add_argument("--steps", type=int, default=2000, help="optimisation steps per model")
     parser.add_argument("--size", type=int, default=256, help="training crop, image long side and working size")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -179,10 +217,13 @@ def main(argv: list[str] | None = None) -> int:
             models[kind] = (None, 0, 0.0, (str(exc).splitlines() or [type(exc).__name__])[0])
             _log(f"   failed: {models[kind][3]}")
 
+    if "tone" in args.heldout:
+        line_art = _make_tone_heldout(out, names)
+        _log(f"held-out screentoned pages: {line_art} of {len(names)} count as line art for --merge auto")
     entries: list[Entry] = []
-    for held_kind in HELDOUT_KINDS:
+    for held_kind in args.heldout:
         inputs = out / "heldout" / held_kind
-        merge = "luma" if held_kind == "luma" else args.merge_lines
+        merge = {"luma": "luma", "lines": args.merge_lines, "tone": "auto"}[held_kind]
         entry = Entry(held_kind, BASELINE_INPUT)
         pred = out / "pred" / held_kind / "input"
         _copy_inputs(inputs, names, pred)

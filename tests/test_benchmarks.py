@@ -43,13 +43,13 @@ def test_compare_inputs_scores_every_training_input_on_both_heldout_kinds(demo, 
     assert (out / "runs" / "mix" / "model.safetensors").exists() and (out / "sheets" / "lines_mix.png").exists()
     assert "| held-out input | trained on |" in (out / "results.md").read_text() == proc.stdout
     again = _run(
-        "compare_inputs.py", str(demo), str(out), "--steps", "2", "--train-inputs", "mix", "--merge-lines", "none"
+        "compare_inputs.py", str(demo), str(out), "--steps", "2", "--train-inputs", "mix", "--heldout", "lines", "tone"
     )
     assert again.returncode == 0 and "reusing the finished training" in again.stderr, again.stderr[-3000:]
-    assert [e["model"] for e in json.loads((out / "results.json").read_text())["entries"]] == [
-        "input (no colour)",
-        "mix",
-    ] * 2
+    rows = [(e["inputs"], e["model"]) for e in json.loads((out / "results.json").read_text())["entries"]]
+    assert rows == [("lines", "input (no colour)"), ("lines", "mix"), ("tone", "input (no colour)"), ("tone", "mix")]
+    tone = sorted((out / "heldout" / "tone").glob("*.png"))
+    assert len(tone) == report["heldout_images"] and "count as line art" in again.stderr
 
 
 def test_compare_archs_with_the_l1_baseline(demo, tmp_path):
