@@ -16,7 +16,7 @@ SHA-1 of each file name, ``--val-fraction``), and is scored with :func:`mangacol
 next to the input itself (no colour) on each held-out kind. Held-out luma inputs are colorized with
 the luminance merge, held-out line art with ``--merge-lines`` (``colorize --merge``; default
 ``multiply``, what ``colorize --merge auto`` picks for line art). ``--heldout tone`` adds screentoned
-pages (:func:`_make_tone_heldout`), colorized with ``--merge auto`` as ``colorize`` would.
+pages (:func:`_make_tone_heldout`), colorized with ``--merge-tone`` (default ``auto``, as ``colorize``).
 
 Writes ``OUT/results.md`` (also printed), ``OUT/results.json``, contact sheets in ``OUT/sheets/``
 and every run, prediction and evaluation under ``OUT/``. Running it again on the same ``OUT`` reuses
@@ -169,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["multiply", "none", "luma"],
         help="colorize --merge for held-out line art (colorize's auto: multiply)",
     )
+    parser.add_argument(
+        "--merge-tone",
+        default="auto",
+        choices=["auto", "luma", "multiply", "none"],
+        help="colorize --merge for held-out screentoned pages (default: auto, as colorize)",
+    )
     parser.add_argument("--vgg-weights", default=None, help="VGG16 weights (LPIPS; SGRU's loss)")
     parser.add_argument("--toy", action="store_true", help="toy widths from the registry (smoke tests)")
     parser.add_argument("--no-fid", action="store_true", help="leave FID out (quick runs)")
@@ -223,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     entries: list[Entry] = []
     for held_kind in args.heldout:
         inputs = out / "heldout" / held_kind
-        merge = {"luma": "luma", "lines": args.merge_lines, "tone": "auto"}[held_kind]
+        merge = {"luma": "luma", "lines": args.merge_lines, "tone": args.merge_tone}[held_kind]
         entry = Entry(held_kind, BASELINE_INPUT)
         pred = out / "pred" / held_kind / "input"
         _copy_inputs(inputs, names, pred)
