@@ -68,26 +68,26 @@ def _make_tone_heldout(out: Path, names: list[str]) -> int:
 
     The page is ``examples/make_fake_scans.py``'s scan stand-in: ``sketch`` lines over flat dot screens
     (period 6 px) and solid black. Colorized at ``--size``, its dots shrink to grey, as a real scan's do.
-    Returns how many of the pages ``is_line_art`` calls line art (``colorize --merge auto`` multiplies those).
+    Returns how many of the pages ``is_ink_page`` calls ink pages (``colorize --merge auto`` multiplies those).
     """
     import importlib.util
 
-    from mangacolor.color import is_line_art
+    from mangacolor.color import is_ink_page
     from mangacolor.imageio import read_image, write_image
 
     path = Path(__file__).resolve().parents[1] / "examples" / "make_fake_scans.py"
     spec = importlib.util.spec_from_file_location("make_fake_scans", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    line_art = 0
+    ink_pages = 0
     for name in names:
         dst = out / "heldout" / "tone" / f"{name}.png"
         if not dst.exists():
             truth = read_image(out / "heldout" / "truth" / f"{name}.png", mode="RGB")
             big = cv2.resize(truth, None, fx=TONE_SCALE, fy=TONE_SCALE, interpolation=cv2.INTER_CUBIC)
             write_image(dst, module.fake_scan(big))
-        line_art += is_line_art(read_image(dst, mode="L"))
-    return line_art
+        ink_pages += is_ink_page(read_image(dst, mode="L"))
+    return ink_pages
 
 
 def _make_scans(model: Path, data: Path, out: Path) -> Path:
@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"   failed: {models[kind][3]}")
 
     if "tone" in args.heldout:
-        line_art = _make_tone_heldout(out, names)
-        _log(f"held-out screentoned pages: {line_art} of {len(names)} count as line art for --merge auto")
+        ink_pages = _make_tone_heldout(out, names)
+        _log(f"held-out screentoned pages: {ink_pages} of {len(names)} are ink pages for --merge auto (multiply)")
     entries: list[Entry] = []
     for held_kind in args.heldout:
         inputs = out / "heldout" / held_kind

@@ -47,29 +47,40 @@ def is_color(image: np.ndarray, chroma_threshold: float = 15.0, min_fraction: fl
     return float((dev > chroma_threshold).mean()) > min_fraction
 
 
-LINE_ART_SIZE = 256
-"""Long side at which :func:`is_line_art` looks at a page."""
+INK_PAGE_SIZE = 256
+"""Long side at which :func:`is_ink_page` looks for grey fills."""
 
 
-def is_line_art(gray: np.ndarray, max_filled: float = 0.03, min_ink: float = 0.005) -> bool:
-    """Whether a greyscale page is line art (strokes on white paper) rather than a shaded page.
+def is_ink_page(gray: np.ndarray, max_filled: float = 0.03, min_bilevel: float = 0.95, min_ink: float = 0.005) -> bool:
+    """Whether a greyscale page is ink on paper (line art, screentone, solid black) rather than shaded.
 
-    At a long side of :data:`LINE_ART_SIZE` pixels, the page's ink (darker than 200) is opened with a
-    7 x 7 square: strokes thinner than 7 px vanish, filled regions stay. Filled regions that are grey
-    (48 or lighter: shading, flat tones, screentone, which the shrinking turns into flat grey) make a
-    shaded page; solid black fills (hair, shadows) are common in line art and do not count. Line art
-    has less than ``max_filled`` of the page in grey fills, yet at least ``min_ink`` of it inked (a
-    blank page is not line art). On the 78 demo drawings held out from the default model at 256 px,
-    all 78 ``sketch`` line drawings are line art, and 5 of their 78 greyscale versions are too
-    (drawings of thin grey outlines or of black shapes on white, for which the line-art merge suits).
+    It matters for the merge: a luminance merge cannot colour an ink page, whose pixels are black ink
+    or white paper, so ``colorize --merge auto`` multiplies ink pages onto the colour instead. A page
+    is ink on paper when either test holds, and at least ``min_ink`` of it is inked (a blank page
+    is not):
+
+    * **strokes**: at a long side of :data:`INK_PAGE_SIZE` pixels the ink (darker than 200) is opened
+      with a 7 x 7 square, so strokes thinner than 7 px vanish; what stays filled and is grey (48 or
+      lighter) is shading or dense tone. Solid black fills (hair, shadows) do not count. Under
+      ``max_filled`` of the page in grey fills: line art, including soft pencil-like lines;
+    * **bilevel**: at full resolution at least ``min_bilevel`` of the pixels are black (under 48) or
+      white (over 200): screentoned pages, whose dots only turn grey once shrunk.
+
+    On the 139 demo drawings held out by ``benchmarks/compare_inputs.py`` at 128 px, 136 of their
+    ``sketch`` line drawings, all 139 of their screentoned versions (drawn at 512 px) and 9 of their
+    greyscale versions (clip art of outlines or black shapes on white) are ink pages.
 
     Args:
         gray: ``uint8`` (H, W) page.
     """
     if gray.ndim != 2:
         raise ValueError(f"gray must be (H, W). Got {gray.shape}")
+    if float((gray < 200).mean()) < min_ink:
+        return False
+    if float(((gray < 48) | (gray > 200)).mean()) >= min_bilevel:
+        return True
     h, w = gray.shape
-    scale = min(1.0, LINE_ART_SIZE / max(h, w))
+    scale = min(1.0, INK_PAGE_SIZE / max(h, w))
     small = (
         gray
         if scale == 1.0
@@ -77,8 +88,7 @@ def is_line_art(gray: np.ndarray, max_filled: float = 0.03, min_ink: float = 0.0
     )
     ink = small < 200
     filled = cv2.morphologyEx(ink.astype(np.uint8), cv2.MORPH_OPEN, np.ones((7, 7), np.uint8)).astype(bool)
-    grey_fill = float((filled & (small >= 48)).mean())
-    return grey_fill < max_filled and float(ink.mean()) >= min_ink
+    return float((filled & (small >= 48)).mean()) < max_filled
 
 
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)

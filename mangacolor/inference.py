@@ -3,10 +3,11 @@
 :class:`Translator` runs a model at a working resolution (long side ``size``, padded to the
 model's size multiple, padding removed afterwards) and returns the result at the input's full
 resolution: for colorizers the predicted chroma is upsampled and merged with the page's own
-luminance (see :mod:`mangacolor.color`), so lines stay exactly as sharp as the input. Line art,
-whose luminance is white paper the colour must replace, is instead multiplied onto the upsampled
-colour, the way a colourist lays a line layer over flat colour; ``merge="auto"`` (the default)
-tells the two kinds of page apart with :func:`mangacolor.color.is_line_art`.
+luminance (see :mod:`mangacolor.color`), so lines stay exactly as sharp as the input. Ink pages
+(line art, screentone), whose pixels are black ink or white paper that the colour must replace,
+are instead multiplied onto the upsampled colour, the way a colourist lays a line layer over flat
+colour; ``merge="auto"`` (the default) tells the two kinds of page apart with
+:func:`mangacolor.color.is_ink_page`.
 
 :func:`run_folder` is the batch engine shared by ``colorize`` and ``scan``: pages are decoded and
 resized by background threads while the model runs, batches group pages of equal working shape,
@@ -33,7 +34,7 @@ from torch import nn
 
 from mangacolor import checkpoint
 from mangacolor.checkpoint import CheckpointInfo
-from mangacolor.color import is_color, is_line_art, luma, merge_luminance
+from mangacolor.color import is_color, is_ink_page, luma, merge_luminance
 from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError
 from mangacolor.imageio import atomic_write_bytes, encode_image, list_images, read_image, to_tensor, to_uint8
 from mangacolor.report import BatchReport, FileResult
@@ -79,9 +80,10 @@ class Translator:
             (checkpoint provenance ``working_size``) or 512; 0 runs at each page's own resolution.
         merge: how colorizer outputs come back to full resolution. ``luma`` keeps the page's
             own luminance and takes only the chroma from the network (greyscale pages);
-            ``multiply`` multiplies the page onto the network's colour resized (line art: crisp
-            lines over colour that also fills the white paper); ``auto`` picks ``multiply`` for
-            pages that :func:`~mangacolor.color.is_line_art` calls line art, else ``luma``;
+            ``multiply`` multiplies the page onto the network's colour resized (line art,
+            screentone: crisp ink over colour that also fills the white paper); ``auto`` picks
+            ``multiply`` for pages that :func:`~mangacolor.color.is_ink_page` calls ink on paper,
+            else ``luma``;
             ``none`` returns the network's output resized. Scan generators always use ``none``.
         half: run in float16 (CUDA only).
         reference: ``uint8`` (H, W, 3) style image, required by reference-style models.
@@ -171,7 +173,7 @@ class Translator:
             small = cv2.copyMakeBorder(small, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
         merge = self.merge
         if merge == "auto":
-            merge = "multiply" if is_line_art(full if full.ndim == 2 else luma(full)) else "luma"
+            merge = "multiply" if is_ink_page(full if full.ndim == 2 else luma(full)) else "luma"
         # tensor: (1, C, rh + ph, rw + pw)
         return Prepared(full=full, tensor=to_tensor(small), valid=(rh, rw), merge=merge)
 

@@ -49,7 +49,7 @@ def test_compare_inputs_scores_every_training_input_on_both_heldout_kinds(demo, 
     rows = [(e["inputs"], e["model"]) for e in json.loads((out / "results.json").read_text())["entries"]]
     assert rows == [("lines", "input (no colour)"), ("lines", "mix"), ("tone", "input (no colour)"), ("tone", "mix")]
     tone = sorted((out / "heldout" / "tone").glob("*.png"))
-    assert len(tone) == report["heldout_images"] and "count as line art" in again.stderr
+    assert len(tone) == report["heldout_images"] and "are ink pages for --merge auto" in again.stderr
 
 
 def test_compare_archs_with_the_l1_baseline(demo, tmp_path):

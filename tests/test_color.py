@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mangacolor.color import is_color, is_line_art, luma, merge_luminance
+from mangacolor.color import is_color, is_ink_page, luma, merge_luminance
 from mangacolor.data import make_lines
 from tests.conftest import drawing
 
@@ -56,21 +56,28 @@ def _outlines(h: int, w: int, thickness: int) -> np.ndarray:
     return page
 
 
-def test_is_line_art_tells_strokes_from_shaded_pages():
-    assert is_line_art(_outlines(200, 300, 2))
-    assert is_line_art(_outlines(1800, 1200, 12))  # a full page: judged at 256 px, where strokes are thin
-    assert is_line_art(make_lines(drawing(240, 320), "sketch"))
-    assert not is_line_art(luma(drawing(240, 320)))  # filled shapes
+def test_is_ink_page_tells_ink_on_paper_from_shaded_pages():
+    assert is_ink_page(_outlines(200, 300, 2))
+    assert is_ink_page(_outlines(1800, 1200, 12))  # a full page: judged at 256 px, where strokes are thin
+    assert is_ink_page(make_lines(drawing(240, 320), "sketch"))  # soft, pencil-like lines
     inked = _outlines(1800, 1200, 12)
-    inked[200:1000, 300:900] = 0  # a solid black fill (hair, a shadow), 22 % of the page: still line art
-    assert is_line_art(inked)
+    inked[200:1000, 300:900] = 0  # a solid black fill (hair, a shadow), 22 % of the page: still ink
+    assert is_ink_page(inked)
+    tone = _outlines(1600, 1600, 10)
+    dots = np.zeros((1600, 1600), bool)
+    for i in range(4):
+        for j in range(4):
+            dots[i::6, j::6] = True  # 4x4 dots every 6 px: 44 % ink
+    tone[400:1200, 400:1200][dots[400:1200, 400:1200]] = 0  # a dense screentone, a quarter of the page
+    assert not is_ink_page(tone, min_bilevel=1.01)  # shrunk, the tone is a grey fill...
+    assert is_ink_page(tone)  # ...but at full resolution the page is black dots on white
+
+    assert not is_ink_page(luma(drawing(240, 320)))  # filled shapes
     shaded = _outlines(1800, 1200, 12)
     shaded[300:900, 200:700] = 150  # one flat grey region, 14 % of the page
-    assert not is_line_art(shaded)
-    tone = np.full((1600, 1600), 255, np.uint8)
-    tone[::6, ::6] = 0  # screentone dots: grey once shrunk, so a toned page is not line art
-    tone[1::6, ::6] = tone[::6, 1::6] = tone[1::6, 1::6] = 0
-    assert not is_line_art(tone)
-    assert not is_line_art(np.full((100, 100), 255, np.uint8))  # blank paper has no lines
+    assert not is_ink_page(shaded)
+    gradient = np.tile(np.linspace(0, 255, 400).astype(np.uint8), (300, 1))  # continuous tone
+    assert not is_ink_page(gradient)
+    assert not is_ink_page(np.full((100, 100), 255, np.uint8))  # blank paper has no ink
     with pytest.raises(ValueError, match="Got"):
-        is_line_art(np.zeros((4, 4, 3), np.uint8))
+        is_ink_page(np.zeros((4, 4, 3), np.uint8))

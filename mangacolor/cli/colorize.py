@@ -30,8 +30,9 @@ def colorize(
     merge: Annotated[
         str,
         typer.Option(
-            help="luma: keep the page's own full-resolution luminance (greyscale pages); multiply: lay the page "
-            "over the colour (line art); auto: multiply for line art, else luma; none: the network's RGB resized."
+            help="luma: keep the page's own full-resolution luminance (shaded pages); multiply: lay the page over "
+            "the colour (ink on paper: line art, screentone); auto: multiply for ink pages, else luma; none: the "
+            "network's RGB resized."
         ),
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
