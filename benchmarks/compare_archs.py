@@ -267,13 +267,11 @@ def markdown_table(entries: list[Entry]) -> str:
     return "\n".join(lines)
 
 
-def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, arch: str, l1_only: bool) -> dict[str, Any]:
-    if args.toy:
-        model = dict(get_spec(arch).toy)
-    else:
-        model = dict(SMALL.get(arch, {})) if args.preset == "small" else {}
-    model.update(args.model_config.get(arch, {}))
-    kwargs: dict[str, Any] = dict(
+def common_train_kwargs(
+    args: argparse.Namespace, data: Path, kind: str, arch: str, model: dict[str, Any]
+) -> dict[str, Any]:
+    """``ColorTrainConfig`` fields every benchmark training shares: data, inputs, network, size, batch, device."""
+    return dict(
         data=str(data),
         input_kind=kind,
         lines_method=args.lines_method,
@@ -287,8 +285,17 @@ def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, arch: str, l1
         sample_every=0,
         save_every=0,
         vgg_weights=args.vgg_weights,
-        encoder_weights=args.encoder_weights,
     )
+
+
+def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, arch: str, l1_only: bool) -> dict[str, Any]:
+    if args.toy:
+        model = dict(get_spec(arch).toy)
+    else:
+        model = dict(SMALL.get(arch, {})) if args.preset == "small" else {}
+    model.update(args.model_config.get(arch, {}))
+    kwargs = common_train_kwargs(args, data, kind, arch, model)
+    kwargs["encoder_weights"] = args.encoder_weights
     if args.toy:
         kwargs["discriminator"] = dict(get_spec("patchgan").toy)
     elif args.preset == "small":

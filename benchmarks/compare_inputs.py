@@ -49,6 +49,7 @@ from compare_archs import (
     _evaluate,
     _log,
     _train,
+    common_train_kwargs,
     markdown_table,
     split_and_prepare,
     write_results,
@@ -110,24 +111,8 @@ def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, scans: Path |
     disc = dict(get_spec("patchgan").toy) if args.toy else {}
     if args.d_width is not None:
         disc["base_width"] = args.d_width
-    kwargs: dict[str, Any] = dict(
-        data=str(data),
-        input_kind="luma" if kind == "scans" else kind,
-        input_dir=str(scans) if kind == "scans" else None,
-        lines_method=args.lines_method,
-        arch=args.arch,
-        model=model,
-        discriminator=disc,
-        crop_size=args.size,
-        load_size=args.size,
-        batch_size=args.batch_size,
-        gan_weight=args.gan_weight,
-        seed=args.seed,
-        device=args.device,
-        sample_every=0,
-        save_every=0,
-        vgg_weights=args.vgg_weights,
-    )
+    kwargs = common_train_kwargs(args, data, "luma" if kind == "scans" else kind, args.arch, model)
+    kwargs.update(input_dir=str(scans) if kind == "scans" else None, discriminator=disc, gan_weight=args.gan_weight)
     return kwargs
 
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,6 +39,16 @@ EXIT_FAILURES = 1
 """Exit code when a batch finished but some files failed."""
 EXIT_ERROR = 2
 """Exit code when the command could not run at all (bad arguments, unreadable checkpoint, ...)."""
+TimeLimitOption = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        help="Minutes after which this invocation stops starting steps, saves the run and exits with "
+        "status 75 (0: none). Ctrl-C and SIGTERM stop the same way.",
+    ),
+]
+"""``--time-limit`` of the training commands."""
+
 EXIT_STOPPED = 75
 """Exit code of a training run stopped early (``--time-limit``, Ctrl-C, SIGTERM) and saved for ``--resume``
 (``EX_TEMPFAIL``: try again). Non-zero, so ``set -e`` scripts do not go on with an unfinished model, and

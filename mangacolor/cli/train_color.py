@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mangacolor.cli._common import (
+    TimeLimitOption,
     absolute,
     console,
     guarded,
@@ -101,14 +102,7 @@ def train_color(
     save_every: Annotated[int, typer.Option(min=0, help="Steps between checkpoints and resume state.")] = 1000,
     log_every: Annotated[int, typer.Option(min=1, help="Steps between metrics lines.")] = 50,
     half: Annotated[bool, typer.Option(help="Store checkpoints in float16.")] = False,
-    time_limit: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            help="Minutes after which this invocation stops starting steps, saves the run and exits with "
-            "status 75 (0: none). Ctrl-C and SIGTERM stop the same way.",
-        ),
-    ] = 0.0,
+    time_limit: TimeLimitOption = 0.0,
 ) -> None:
     """Train a colorizer (pix2pix family: L1 + adversarial + optional perceptual losses)."""
     from mangacolor.training.colorizer import ColorTrainConfig, train_colorizer

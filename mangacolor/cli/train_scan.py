@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mangacolor.cli._common import (
+    TimeLimitOption,
     absolute,
     console,
     guarded,
@@ -74,14 +75,7 @@ def train_scan(
     save_every: Annotated[int, typer.Option(min=0, help="Steps between checkpoints and resume state.")] = 1000,
     log_every: Annotated[int, typer.Option(min=1, help="Steps between metrics lines.")] = 50,
     half: Annotated[bool, typer.Option(help="Store checkpoints in float16.")] = False,
-    time_limit: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            help="Minutes after which this invocation stops starting steps, saves the run and exits with "
-            "status 75 (0: none). Ctrl-C and SIGTERM stop the same way.",
-        ),
-    ] = 0.0,
+    time_limit: TimeLimitOption = 0.0,
 ) -> None:
     """Train the scan generator (CycleGAN: colour -> scan and back) on unpaired folders; ships G_s only."""
     from mangacolor.training.scan import ScanTrainConfig, train_scan_generator
