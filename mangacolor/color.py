@@ -22,6 +22,15 @@ def luma(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
+def _shrink(image: np.ndarray, long_side: int) -> np.ndarray:
+    """``image`` with its long side shrunk to ``long_side`` (area filter); smaller images pass through."""
+    h, w = image.shape[:2]
+    scale = long_side / max(h, w)
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 def is_color(image: np.ndarray, chroma_threshold: float = 15.0, min_fraction: float = 0.01) -> bool:
     """Whether an image is already in colour (rather than a greyscale page, possibly tinted).
 
@@ -34,14 +43,7 @@ def is_color(image: np.ndarray, chroma_threshold: float = 15.0, min_fraction: fl
     """
     if image.ndim == 2:
         return False
-    h, w = image.shape[:2]
-    scale = min(1.0, 256 / max(h, w))
-    small = (
-        image
-        if scale == 1.0
-        else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    )
-    lab = cv2.cvtColor(small, cv2.COLOR_RGB2Lab).astype(np.float32)
+    lab = cv2.cvtColor(_shrink(image, 256), cv2.COLOR_RGB2Lab).astype(np.float32)
     a, b = lab[..., 1], lab[..., 2]
     dev = np.hypot(a - np.median(a), b - np.median(b))
     return float((dev > chroma_threshold).mean()) > min_fraction
@@ -79,13 +81,7 @@ def is_ink_page(gray: np.ndarray, max_filled: float = 0.03, min_bilevel: float =
         return False
     if float(((gray < 48) | (gray > 200)).mean()) >= min_bilevel:
         return True
-    h, w = gray.shape
-    scale = min(1.0, INK_PAGE_SIZE / max(h, w))
-    small = (
-        gray
-        if scale == 1.0
-        else cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    )
+    small = _shrink(gray, INK_PAGE_SIZE)
     ink = small < 200
     filled = cv2.morphologyEx(ink.astype(np.uint8), cv2.MORPH_OPEN, np.ones((7, 7), np.uint8)).astype(bool)
     return float((filled & (small >= 48)).mean()) < max_filled

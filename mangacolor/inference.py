@@ -196,13 +196,12 @@ class Translator:
     def finish(self, prepared: Prepared, output: np.ndarray) -> np.ndarray:
         """Bring one working-size output back to the page's full resolution."""
         h, w = prepared.full.shape[:2]
+        if prepared.merge == "none":
+            return output if output.shape[:2] == (h, w) else cv2.resize(output, (w, h), interpolation=cv2.INTER_CUBIC)
         gray = prepared.full if prepared.full.ndim == 2 else luma(prepared.full)
         if prepared.merge == "luma":
             return merge_luminance(gray, output)
-        resized = output if output.shape[:2] == (h, w) else cv2.resize(output, (w, h), interpolation=cv2.INTER_CUBIC)
-        if prepared.merge == "multiply":
-            return multiply_lines(gray, resized)
-        return resized
+        return multiply_lines(gray, cv2.resize(output, (w, h), interpolation=cv2.INTER_CUBIC))
 
     def __call__(self, image: np.ndarray) -> list[np.ndarray]:
         """Translate one ``uint8`` page ((H, W) or (H, W, 3)); returns the k outputs at full resolution."""
