@@ -8,7 +8,8 @@ kinds of held-out input, so the choice of the default model's training data is m
 * ``lines``: line art made from each crop with ``--lines-method`` (``--input lines``);
 * ``mix``: each crop is one or the other at random, half and half (``--input mix``);
 * ``scans`` (with ``--scan-model``): synthetic scans of the training images made by a trained scan
-  generator (``mangacolor scan``), read with ``--input-dir``.
+  generator (``mangacolor scan``), read with ``--input-dir``;
+* ``scans+lines``: each crop the synthetic scan or line art at random (``--input-dir --input mix``).
 
 Every model trains for the same number of steps (``--steps``; the same optimisation budget, whatever
 the cost of making its inputs) on the training part of the split that ``compare_archs.py`` uses (a
@@ -58,7 +59,8 @@ from compare_archs import (
 from mangacolor.errors import MangacolorError
 from mangacolor.models import get_spec, list_models
 
-TRAIN_INPUTS = ("luma", "lines", "mix", "scans")
+TRAIN_INPUTS = ("luma", "lines", "mix", "scans", "scans+lines")
+SCAN_INPUTS = {"scans": "luma", "scans+lines": "mix"}  # train-color --input with --input-dir scans
 HELDOUT_KINDS = ("luma", "lines", "tone")
 TONE_SCALE = 4
 """Held-out screentoned pages are drawn at this multiple of ``--size``, as scans are larger than the working size."""
@@ -111,8 +113,8 @@ def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, scans: Path |
     disc = dict(get_spec("patchgan").toy) if args.toy else {}
     if args.d_width is not None:
         disc["base_width"] = args.d_width
-    kwargs = common_train_kwargs(args, data, "luma" if kind == "scans" else kind, args.arch, model)
-    kwargs.update(input_dir=str(scans) if kind == "scans" else None, discriminator=disc, gan_weight=args.gan_weight)
+    kwargs = common_train_kwargs(args, data, SCAN_INPUTS.get(kind, kind), args.arch, model)
+    kwargs.update(input_dir=str(scans) if kind in SCAN_INPUTS else None, discriminator=disc, gan_weight=args.gan_weight)
     return kwargs
 
 
@@ -174,15 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         args.model_config = None
     if not isinstance(args.model_config, dict):
         parser.error("--model-config takes a JSON object, e.g. '{\"depth\": 7}'")
-    if "scans" in args.train_inputs and args.scan_model is None:
-        parser.error("--train-inputs scans needs --scan-model (a train-scan checkpoint)")
+    if set(args.train_inputs) & set(SCAN_INPUTS) and args.scan_model is None:
+        parser.error("--train-inputs scans and scans+lines need --scan-model (a train-scan checkpoint)")
 
     out: Path = args.out
     split = split_and_prepare(args)
     if split is None:
         return 2
     n_train, data, names = split
-    scans = _make_scans(args.scan_model, data, out) if "scans" in args.train_inputs else None
+    scans = _make_scans(args.scan_model, data, out) if set(args.train_inputs) & set(SCAN_INPUTS) else None
 
     models: dict[str, tuple[Path | None, int, float, str]] = {}  # kind -> (model, steps, seconds, error)
     for kind in args.train_inputs:

@@ -9,6 +9,9 @@ an RGB target):
   ``mangacolor scan`` or lines made by ``prepare lines`` beside the colour originals;
 * :class:`AlignedSource` — pix2pix's side-by-side A|B images (``prepare hconcat``).
 
+The input kind ``mix`` also applies to the two paired sources: half the items then take line art
+of the target instead of the paired input (synthetic scans and line art in one training).
+
 :class:`ColorizationDataset` cuts one item per key ``(epoch, index)``, drawing every random choice
 from a generator seeded by ``(seed, epoch, index)``, so the data of a step never depends on the
 number of loader workers or ranks, or on whether the run was resumed.
@@ -38,6 +41,10 @@ AUTO_CACHE_MAX_FILES = 5000
 """Sources up to this many files are decoded once and kept in memory by default."""
 
 INPUT_KINDS = ("luma", "lines", "mix")
+PAIRED_LINES_ERROR = (
+    "--input lines would ignore the paired inputs (--input-dir, --aligned): "
+    "give --input mix for half paired inputs, half line art"
+)
 
 
 def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
@@ -81,7 +88,13 @@ def split_files(files: list[Path], val_fraction: float, seed_key: str = "") -> t
 
 
 class PairSource(Protocol):
-    """Indexable (input, target) images at full size."""
+    """Indexable (input, target) images at full size.
+
+    Attributes:
+        paired: the source has its own inputs (``load`` never returns ``None`` for the input).
+    """
+
+    paired: bool
 
     def __len__(self) -> int: ...
 
@@ -98,6 +111,8 @@ class PairSource(Protocol):
 
 class ColorFolderSource:
     """Colour images under a folder; the input is made from each target."""
+
+    paired = False
 
     def __init__(self, root: str | Path, files: list[Path] | None = None) -> None:
         self.root = Path(root)
@@ -121,6 +136,8 @@ class ColorFolderSource:
 
 class PairedFolderSource:
     """Greyscale inputs and colour targets in two folders, matched by relative path without ending."""
+
+    paired = True
 
     def __init__(self, input_root: str | Path, color_root: str | Path, pairs: list[tuple[Path, Path]] | None = None):
         self.input_root, self.color_root = Path(input_root), Path(color_root)
@@ -162,6 +179,8 @@ class PairedFolderSource:
 
 class AlignedSource(ColorFolderSource):
     """pix2pix's side-by-side A|B images: A (left) is the input, B (right) the colour target."""
+
+    paired = True
 
     def subset(self, files: list[Path]) -> AlignedSource:
         return AlignedSource(self.root, files)
@@ -370,7 +389,9 @@ class ColorizationDataset(Dataset):
         size: side of the square crops.
         seed: seeds every item's random choices with (seed, epoch, index).
         load_size: long side images are resized to before cropping (``None``: as stored).
-        input_kind: for sources without inputs: ``luma``, ``lines`` or ``mix`` (half each).
+        input_kind: for sources without inputs: ``luma``, ``lines`` or ``mix`` (half each). For
+            paired sources: ``luma`` uses the paired inputs, ``mix`` half those and half line art;
+            ``lines`` is refused (it would ignore the paired inputs).
         lines_method: ``prepare lines`` method for line inputs.
         flip: random horizontal flips.
         reference: also return a reference image (the target, spatially augmented so its pixels
@@ -399,6 +420,8 @@ class ColorizationDataset(Dataset):
     ) -> None:
         if input_kind not in INPUT_KINDS:
             raise MangacolorError(f"--input must be one of {INPUT_KINDS}. Got {input_kind!r}")
+        if input_kind == "lines" and source.paired:
+            raise MangacolorError(PAIRED_LINES_ERROR)
         self.source, self.size, self.seed = source, size, seed
         self.load_size, self.input_kind, self.lines_method = load_size, input_kind, lines_method
         self.flip, self.reference = flip, reference
@@ -461,15 +484,28 @@ class ColorizationDataset(Dataset):
             y_crop = y_crop[:, ::-1]
             x_crop = None if x_crop is None else x_crop[:, ::-1]
         y_crop = np.ascontiguousarray(y_crop)
-        if x_crop is None:
-            kind = self.input_kind
-            if kind == "mix":
-                kind = "lines" if rng.random() < 0.5 else "luma"
+        kind = self._draw_kind(x_crop is not None, rng)
+        if kind == "paired":
+            assert x_crop is not None
+        else:
             x_crop = make_lines(y_crop, self.lines_method) if kind == "lines" else luma(y_crop)
         item = {"x": to_tensor(np.ascontiguousarray(x_crop))[0], "y": to_tensor(y_crop)[0]}  # (1, S, S), (3, S, S)
         if self.reference:
             item["ref"] = to_tensor(self._reference(y, rng))[0]  # (3, S, S)
         return item
+
+    def _draw_kind(self, paired: bool, rng: np.random.Generator) -> str:
+        """This item's input: ``paired`` (the source's own input), ``lines`` or ``luma``.
+
+        A paired source's input is used as it is, except under ``mix``, where half the items take
+        line art of the target instead: scans and line art in one training.
+        """
+        kind = self.input_kind
+        if kind == "mix":
+            kind = "lines" if rng.random() < 0.5 else ("paired" if paired else "luma")
+        elif paired:
+            kind = "paired"
+        return kind
 
     def _augmented_item(self, x: np.ndarray | None, y: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """An item cut with :func:`content_aware_crop` and augmented by :func:`augment_pair`."""
@@ -480,9 +516,9 @@ class ColorizationDataset(Dataset):
         top, left = content_aware_crop(y_full, s, self.augment, rng)
         y_crop = y_full[top : top + s, left : left + s]
         x_crop = None if x_full is None else x_full[top : top + s, left : left + s]
-        kind = self.input_kind
-        if kind == "mix":
-            kind = "lines" if rng.random() < 0.5 else "luma"
+        kind = self._draw_kind(x_crop is not None, rng)
+        if kind != "paired":
+            x_crop = None  # made from the augmented target below
 
         def make_input(target: np.ndarray) -> np.ndarray:
             return make_lines(target, self.lines_method) if kind == "lines" else luma(target)

@@ -36,14 +36,24 @@ def color_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def _random_checkpoint(factory, name: str, arch: str, working_size: int, **config) -> Path:
+    """``arch`` with ``config`` and random weights (seed 0), saved as ``name.safetensors``."""
+    torch.manual_seed(0)
+    path = factory.mktemp("ckpt") / f"{name}.safetensors"
+    checkpoint.save(path, create_model(arch, **config), {"steps": 0, "working_size": working_size})
+    return path
+
+
 @pytest.fixture(scope="session")
 def toy_checkpoint(tmp_path_factory) -> Path:
     """A toy U-Net colorizer checkpoint (random weights)."""
-    torch.manual_seed(0)
-    model = create_model("unet", base_width=4, depth=3)
-    path = tmp_path_factory.mktemp("ckpt") / "toy.safetensors"
-    checkpoint.save(path, model, {"steps": 0, "working_size": 32})
-    return path
+    return _random_checkpoint(tmp_path_factory, "toy", "unet", 32, base_width=4, depth=3)
+
+
+@pytest.fixture(scope="session")
+def scan_checkpoint(tmp_path_factory) -> Path:
+    """A toy scan generator (random weights); working size 0 = full resolution."""
+    return _random_checkpoint(tmp_path_factory, "scan", "cyclegan-resnet", 0, base_width=4, n_blocks=1)
 
 
 def toy_colorizer(arch: str, folder: Path) -> tuple[torch.nn.Module, Path, np.ndarray | None]:

@@ -52,6 +52,22 @@ def test_compare_inputs_scores_every_training_input_on_both_heldout_kinds(demo, 
     assert len(tone) == report["heldout_images"] and "are ink pages for --merge auto" in again.stderr
 
 
+def test_compare_inputs_trains_on_synthetic_scans(demo, tmp_path, scan_checkpoint):
+    out = tmp_path / "scans"
+    args = ["--steps", "2", "--train-inputs", "scans", "scans+lines", "--heldout", "lines"]
+    proc = _run("compare_inputs.py", str(demo), str(out), *args, "--scan-model", str(scan_checkpoint))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert [e["model"] for e in report["entries"]] == ["input (no colour)", "scans", "scans+lines"]
+    assert all(not e["error"] for e in report["entries"])
+    assert len(list((out / "scans").glob("*.png"))) == report["train_images"]  # one scan per training image
+    inputs = [json.loads((out / "runs" / k / "config.json").read_text()) for k in ("scans", "scans+lines")]
+    scans = str(out / "scans")
+    assert [(c["input_dir"], c["input_kind"]) for c in inputs] == [(scans, "luma"), (scans, "mix")]
+    missing = _run("compare_inputs.py", str(demo), str(tmp_path / "m"), "--train-inputs", "scans+lines")
+    assert missing.returncode == 2 and "need --scan-model" in missing.stderr
+
+
 def test_compare_archs_with_the_l1_baseline(demo, tmp_path):
     out = tmp_path / "ca"
     proc = _run("compare_archs.py", str(demo), str(out), "--minutes", "0.02", "--archs", "unet", "--inputs", "lines")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mangacolor.color import luma
-from mangacolor.data import AugmentConfig, PairedFolderSource, UnpairedDataset
+from mangacolor.data import AugmentConfig, ColorizationDataset, PairedFolderSource, UnpairedDataset
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import write_image
 from tests.conftest import drawing
@@ -46,3 +46,25 @@ def test_unpaired_augmented_crops_are_deterministic_and_keep_their_kind(tmp_path
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)  # the same key gives the same item
     assert not np.array_equal(a["color"].numpy(), c["color"].numpy())  # augmentation changed the crop
     assert float(a["scan"].min()) >= -1.0 and float(a["color"].max()) <= 1.0
+
+
+@pytest.mark.parametrize("augment", [None, AugmentConfig()])
+def test_paired_inputs_mix_with_line_art_of_the_target(tmp_path, augment):
+    """``mix`` over a paired source: about half the items take the paired input, the rest line art."""
+    bw, color = tmp_path / "bw", tmp_path / "color"
+    for i in range(4):
+        write_image(bw / f"p{i}.png", np.full((64, 64), 100, np.uint8))  # flat grey: mean -0.22 in [-1, 1]
+        write_image(color / f"p{i}.png", drawing(64, 64, seed=i))  # line art of it: mostly white paper
+    source = PairedFolderSource(bw, color)
+    assert source.paired
+
+    def paired_share(kind: str) -> float:
+        ds = ColorizationDataset(source, 32, seed=5, input_kind=kind, augment=augment)
+        means = [float(ds[(epoch, i)]["x"].mean()) for epoch in range(10) for i in range(4)]
+        assert all(m < 0.0 or m > 0.3 for m in means)  # each item is one input or the other
+        return sum(m < 0.0 for m in means) / len(means)
+
+    assert paired_share("luma") == 1.0  # the paired inputs as they are
+    assert 0.25 <= paired_share("mix") <= 0.75
+    with pytest.raises(MangacolorError, match="--input mix"):
+        ColorizationDataset(source, 32, input_kind="lines")

@@ -50,7 +50,12 @@ def train_color(
         str | None, typer.Option(help="Other discriminator config fields as JSON, e.g. '{\"num_scales\": 2}'.")
     ] = None,
     input_kind: Annotated[
-        str, typer.Option("--input", help="Inputs made from colour images: luma, lines or mix.")
+        str,
+        typer.Option(
+            "--input",
+            help="Inputs made from colour images: luma, lines or mix (half each). With --input-dir or "
+            "--aligned, mix takes line art for half the crops instead of the paired input.",
+        ),
     ] = "luma",
     lines_method: Annotated[
         str, typer.Option(help="Line method for --input lines/mix: blur, sketch, xdog.")

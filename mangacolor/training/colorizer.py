@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mangacolor import checkpoint
-from mangacolor.data import AugmentConfig, ColorizationDataset, make_source, split_files
+from mangacolor.data import PAIRED_LINES_ERROR, AugmentConfig, ColorizationDataset, make_source, split_files
 from mangacolor.errors import MangacolorError
 from mangacolor.losses import GANLoss
 from mangacolor.models import build_config, create_model, get_spec
@@ -57,7 +57,9 @@ class ColorTrainConfig:
         run_dir: output folder (checkpoints, metrics, samples, resume state).
         input_dir: folder of greyscale inputs paired by name with ``data`` (e.g. synthetic scans).
         aligned: ``data`` holds pix2pix A|B images.
-        input_kind: inputs made from colour images: ``luma``, ``lines`` or ``mix``.
+        input_kind: inputs made from colour images: ``luma``, ``lines`` or ``mix``. With
+            ``input_dir`` or ``aligned``: ``luma`` uses the paired inputs, ``mix`` half those and
+            half line art of the target.
         lines_method: ``prepare lines`` method for line inputs.
         arch: registered colorize architecture.
         model: overrides of the architecture's config (e.g. ``{"base_width": 32}``).
@@ -170,6 +172,17 @@ def _chunk2(pred: Any) -> tuple[Any, Any]:
     return real, fake
 
 
+def _input_provenance(config: ColorTrainConfig) -> str:
+    """The model card's ``input``: ``luma``/``lines``/``mix``, ``paired:DIR``, ``aligned`` (``+lines`` under mix)."""
+    if config.input_dir:
+        paired = "paired:" + Path(config.input_dir).name
+    elif config.aligned:
+        paired = "aligned"
+    else:
+        return config.input_kind
+    return paired + "+lines" if config.input_kind == "mix" else paired
+
+
 class ColorizerTask:
     """The colorizer as a :class:`~mangacolor.training.loop.TrainTask`."""
 
@@ -191,6 +204,8 @@ class ColorizerTask:
         if config.freeze_encoder and not config.encoder_weights:
             raise MangacolorError("--freeze-encoder would freeze a random encoder: give --encoder-weights FILE")
         source = make_source(config.data, config.input_dir, config.aligned)
+        if config.input_kind == "lines" and source.paired:
+            raise MangacolorError(PAIRED_LINES_ERROR)
         files = [source.key(i) for i in range(len(source))]
         train_files, val_files = split_files(files, config.val_fraction)
         self.train_source = source.subset(train_files) if val_files else source
@@ -537,7 +552,7 @@ def train_colorizer(
         provenance = {
             "data": Path(config.data).name,
             "data_files": len(task.train_source),
-            "input": "paired:" + Path(config.input_dir).name if config.input_dir else config.input_kind,
+            "input": _input_provenance(config),
             "resolution": stages[-1],
             "stages": stages,
             "load_size": config.load_size,

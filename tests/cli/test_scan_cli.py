@@ -7,16 +7,13 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from mangacolor import checkpoint
 from mangacolor.checkpoint import read_info
 from mangacolor.cli import app
 from mangacolor.color import luma
 from mangacolor.data import PairedFolderSource
 from mangacolor.imageio import read_image, write_image
-from mangacolor.models import create_model
 from tests.conftest import drawing
 
 runner = CliRunner()
@@ -37,16 +34,6 @@ def folders(tmp_path):
         write_image(colors / f"art_{i}.png", drawing(45 + i, 61, seed=i))
     write_image(colors / "sub" / "art_x.webp", drawing(50, 50, seed=9))
     return scans, colors
-
-
-@pytest.fixture(scope="module")
-def scan_checkpoint(tmp_path_factory):
-    """A toy scan generator (random weights); working size 0 = full resolution."""
-    torch.manual_seed(0)
-    model = create_model("cyclegan-resnet", base_width=4, n_blocks=1)
-    path = tmp_path_factory.mktemp("ckpt") / "scan.safetensors"
-    checkpoint.save(path, model, {"steps": 0, "working_size": 0})
-    return path
 
 
 def test_train_scan_writes_the_scan_generator_and_resumes(folders, tmp_path):
@@ -128,3 +115,10 @@ def test_scan_output_feeds_train_color(folders, tmp_path, scan_checkpoint):
     colorized = runner.invoke(app, ["colorize", str(out), str(tmp_path / "col"), "-m", str(run / "model.safetensors")])
     assert colorized.exit_code == 0, colorized.output
     assert cv2.imread(str(tmp_path / "col" / "art_0.png")).shape == (45, 61, 3)
+    mix_args = [*args[:2], str(tmp_path / "mix_run"), *args[3:], "--input", "mix", "--sample-every", "0"]
+    mixed = runner.invoke(app, mix_args)
+    assert mixed.exit_code == 0, mixed.output  # half the crops line art of the colour images
+    assert read_info(tmp_path / "mix_run" / "model.safetensors").provenance["input"] == "paired:synthetic+lines"
+    lines = runner.invoke(app, [*args[:2], str(tmp_path / "lines_run"), *args[3:], "--input", "lines"])
+    assert lines.exit_code == 2 and "--input mix" in lines.stderr
+    assert not (tmp_path / "lines_run").exists()  # refused before the run folder is made
