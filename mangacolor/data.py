@@ -41,10 +41,6 @@ AUTO_CACHE_MAX_FILES = 5000
 """Sources up to this many files are decoded once and kept in memory by default."""
 
 INPUT_KINDS = ("luma", "lines", "mix")
-PAIRED_LINES_ERROR = (
-    "--input lines would ignore the paired inputs (--input-dir, --aligned): "
-    "give --input mix for half paired inputs, half line art"
-)
 
 
 def resize_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
@@ -190,6 +186,17 @@ class AlignedSource(ColorFolderSource):
 
         a, b = split_ab(read_image(self.files[index], mode="RGB"))
         return luma(a), b
+
+
+def check_input_kind(source: PairSource, input_kind: str) -> None:
+    """Refuse an unknown ``--input``, and ``lines`` over a paired source (it would ignore the inputs)."""
+    if input_kind not in INPUT_KINDS:
+        raise MangacolorError(f"--input must be one of {INPUT_KINDS}. Got {input_kind!r}")
+    if input_kind == "lines" and source.paired:
+        raise MangacolorError(
+            "--input lines would ignore the paired inputs (--input-dir, --aligned): "
+            "give --input mix for half paired inputs, half line art"
+        )
 
 
 def make_source(data: str | Path, input_dir: str | Path | None = None, aligned: bool = False) -> PairSource:
@@ -418,10 +425,7 @@ class ColorizationDataset(Dataset):
         cache: bool | None = None,
         augment: AugmentConfig | None = None,
     ) -> None:
-        if input_kind not in INPUT_KINDS:
-            raise MangacolorError(f"--input must be one of {INPUT_KINDS}. Got {input_kind!r}")
-        if input_kind == "lines" and source.paired:
-            raise MangacolorError(PAIRED_LINES_ERROR)
+        check_input_kind(source, input_kind)
         self.source, self.size, self.seed = source, size, seed
         self.load_size, self.input_kind, self.lines_method = load_size, input_kind, lines_method
         self.flip, self.reference = flip, reference
@@ -485,9 +489,7 @@ class ColorizationDataset(Dataset):
             x_crop = None if x_crop is None else x_crop[:, ::-1]
         y_crop = np.ascontiguousarray(y_crop)
         kind = self._draw_kind(x_crop is not None, rng)
-        if kind == "paired":
-            assert x_crop is not None
-        else:
+        if kind != "paired":
             x_crop = make_lines(y_crop, self.lines_method) if kind == "lines" else luma(y_crop)
         item = {"x": to_tensor(np.ascontiguousarray(x_crop))[0], "y": to_tensor(y_crop)[0]}  # (1, S, S), (3, S, S)
         if self.reference:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mangacolor import checkpoint
-from mangacolor.data import PAIRED_LINES_ERROR, AugmentConfig, ColorizationDataset, make_source, split_files
+from mangacolor.data import AugmentConfig, ColorizationDataset, check_input_kind, make_source, split_files
 from mangacolor.errors import MangacolorError
 from mangacolor.losses import GANLoss
 from mangacolor.models import build_config, create_model, get_spec
@@ -204,8 +204,7 @@ class ColorizerTask:
         if config.freeze_encoder and not config.encoder_weights:
             raise MangacolorError("--freeze-encoder would freeze a random encoder: give --encoder-weights FILE")
         source = make_source(config.data, config.input_dir, config.aligned)
-        if config.input_kind == "lines" and source.paired:
-            raise MangacolorError(PAIRED_LINES_ERROR)
+        check_input_kind(source, config.input_kind)  # before the run folder is written
         files = [source.key(i) for i in range(len(source))]
         train_files, val_files = split_files(files, config.val_fraction)
         self.train_source = source.subset(train_files) if val_files else source

@@ -122,3 +122,6 @@ def test_scan_output_feeds_train_color(folders, tmp_path, scan_checkpoint):
     lines = runner.invoke(app, [*args[:2], str(tmp_path / "lines_run"), *args[3:], "--input", "lines"])
     assert lines.exit_code == 2 and "--input mix" in lines.stderr
     assert not (tmp_path / "lines_run").exists()  # refused before the run folder is made
+    unknown = runner.invoke(app, [*args[:2], str(tmp_path / "bad_run"), *args[3:], "--input", "scan"])
+    assert unknown.exit_code == 2 and "--input must be one of" in unknown.stderr
+    assert not (tmp_path / "bad_run").exists()
