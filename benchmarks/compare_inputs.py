@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         args.model_config = None
     if not isinstance(args.model_config, dict):
         parser.error("--model-config takes a JSON object, e.g. '{\"depth\": 7}'")
-    if set(args.train_inputs) & set(SCAN_INPUTS) and args.scan_model is None:
+    needs_scans = bool(set(args.train_inputs) & set(SCAN_INPUTS))
+    if needs_scans and args.scan_model is None:
         parser.error("--train-inputs scans and scans+lines need --scan-model (a train-scan checkpoint)")
 
     out: Path = args.out
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if split is None:
         return 2
     n_train, data, names = split
-    scans = _make_scans(args.scan_model, data, out) if set(args.train_inputs) & set(SCAN_INPUTS) else None
+    scans = _make_scans(args.scan_model, data, out) if needs_scans else None
 
     models: dict[str, tuple[Path | None, int, float, str]] = {}  # kind -> (model, steps, seconds, error)
     for kind in args.train_inputs:
