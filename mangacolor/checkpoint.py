@@ -107,6 +107,38 @@ def save(
     return path
 
 
+def load_torch_weights(path: str | Path, what: str) -> dict[str, Any]:
+    """A state dict from a PyTorch file (``.pth``), read with ``weights_only``: nothing is unpickled.
+
+    A ``{"state_dict": ...}`` wrapper is taken off.
+
+    Args:
+        path: the file.
+        what: what the file should hold, for the error message (``"VGG16 weights"``).
+
+    Raises:
+        CheckpointError: not a PyTorch file, one holding more than tensors, or not a state dict.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read {what}: {exc.strerror or exc}") from None
+    except Exception as exc:  # zip, pickle and unpickler errors have no common base
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:  # torch's advice to unpickle the file is not ours to give
+            detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+            reason = f"not a PyTorch file of plain tensors ({detail})"
+        else:
+            reason = (text.splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(path, f"cannot read {what}: {reason}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(path, f"cannot read {what}: not a state dict")
+    return state
+
+
 def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     """Parse and sanity-check the safetensors header; return it and the data section's offset."""
     try:
@@ -129,8 +161,23 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
         raise CheckpointError(path, f"cannot read: {exc.strerror or exc}") from None
     if not isinstance(header, dict):
         raise CheckpointError(path, "not a .safetensors checkpoint (unreadable header)")
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(path, "not a .safetensors checkpoint (metadata is not a table of strings)")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, stop = (int(x) for x in entry["data_offsets"])
+            shape = [int(d) for d in entry["shape"]]
+            ok = isinstance(entry["dtype"], str) and 0 <= start <= stop and all(d >= 0 for d in shape)
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise CheckpointError(path, f"not a .safetensors checkpoint (bad header entry for tensor {name!r})")
+        end = max(end, stop)
     data_len = size - 8 - header_len
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
     if end > data_len:
         raise CheckpointError(path, f"truncated: tensor data needs {end:,} bytes, file has {data_len:,}")
     return header, 8 + header_len
@@ -167,6 +214,8 @@ def read_info(path: str | Path) -> CheckpointInfo:
         provenance = json.loads(meta.get("provenance", "{}"))
     except json.JSONDecodeError:
         raise CheckpointError(path, "metadata 'config' or 'provenance' is not valid JSON") from None
+    if not isinstance(config, dict) or not isinstance(provenance, dict):
+        raise CheckpointError(path, "metadata 'config' and 'provenance' must be JSON objects")
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     n_params = 0
     for v in tensors.values():

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mangacolor.errors import CheckpointError, ImageReadError, MangacolorError, WeightsNotFoundError
-from mangacolor.imageio import is_image_path, list_images, read_image, write_image
+from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError, WeightsNotFoundError
+from mangacolor.imageio import IMAGE_EXTENSIONS, is_image_path, list_images, read_image, write_image
 
 EVAL_EXTRA_HINT = 'pip install "mangacolor[eval]"'
 """How to get the optional FID and LPIPS packages."""
@@ -228,16 +228,14 @@ def load_lpips(vgg_weights: str | Path | None = None) -> LPIPS:
         WeightsNotFoundError: the ``lpips`` package or the VGG16 weights are missing.
         MangacolorError: a weights file is unusable.
     """
+    from mangacolor.checkpoint import load_torch_weights
     from mangacolor.losses import load_vgg16_features
 
     heads_path = lpips_heads_path()
     if heads_path is None:
         raise WeightsNotFoundError(f"LPIPS needs the linear heads of the lpips package: {EVAL_EXTRA_HINT}")
     features = load_vgg16_features(vgg_weights)
-    try:
-        heads = torch.load(heads_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(heads_path, f"cannot read the LPIPS heads: {type(exc).__name__}: {exc}") from None
+    heads = load_torch_weights(heads_path, "the LPIPS heads")
     return LPIPS(features, heads)
 
 
@@ -381,11 +379,27 @@ class Matching:
         pairs: (name, prediction, truth) in the truth's sorted order.
         missing: truth images with no prediction (their relative stems).
         unused: prediction files that matched no truth image (or lost to a better match).
+        ignored_truth: truth files whose name differs from another's only in its ending (the first
+            in sorted order is scored).
     """
 
     pairs: list[tuple[str, Path, Path]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unused: list[Path] = field(default_factory=list)
+    ignored_truth: list[Path] = field(default_factory=list)
+
+
+def _by_name(root: Path) -> tuple[dict[str, Path], list[Path]]:
+    """The images under ``root`` by relative name stem (first in sorted order), and the others of a taken name."""
+    first: dict[str, Path] = {}
+    others: list[Path] = []
+    for path in list_images(root):
+        key = _key(path, root)
+        if key in first:
+            others.append(path)
+        else:
+            first[key] = path
+    return first, others
 
 
 def match_predictions(pred_root: str | Path, truth_root: str | Path) -> Matching:
@@ -403,17 +417,11 @@ def match_predictions(pred_root: str | Path, truth_root: str | Path) -> Matching
     pred_root, truth_root = Path(pred_root), Path(truth_root)
     if pred_root.is_file() and truth_root.is_file():  # two files: compared whatever their names
         return Matching(pairs=[(truth_root.stem, pred_root, truth_root)])
-    exact: dict[str, Path] = {}
+    exact, unused = _by_name(pred_root)
     candidates: dict[str, tuple[int, Path]] = {}
-    unused: list[Path] = []
-    for path in list_images(pred_root):
-        key = _key(path, pred_root)
-        if key in exact:
-            unused.append(path)
-        else:
-            exact[key] = path
-    truths = [(_key(p, truth_root), p) for p in list_images(truth_root)]
-    truth_keys = {k for k, _ in truths}
+    truth_by_name, ignored_truth = _by_name(truth_root)
+    truths = list(truth_by_name.items())
+    truth_keys = set(truth_by_name)
     for key, path in list(exact.items()):
         m = _CANDIDATE.match(key)
         if key not in truth_keys and m:
@@ -425,7 +433,7 @@ def match_predictions(pred_root: str | Path, truth_root: str | Path) -> Matching
                 if base in candidates:
                     unused.append(candidates[base][1])
                 candidates[base] = (k, path)
-    result = Matching(unused=unused)
+    result = Matching(unused=unused, ignored_truth=ignored_truth)
     for key, truth in truths:
         pred = exact.pop(key, None)
         if pred is None and key in candidates:
@@ -509,6 +517,8 @@ class EvalResult:
         fid: FID or ``None`` (see ``notes``).
         notes: why an optional metric was not computed, keyed by metric.
         sheet: path of the contact sheet, if written.
+        sheet_error: why the contact sheet could not be written.
+        ignored_truth: truth files left out because another has the same name but for its ending.
     """
 
     pred: str
@@ -520,11 +530,13 @@ class EvalResult:
     fid: float | None = None
     notes: dict[str, str] = field(default_factory=dict)
     sheet: str | None = None
+    sheet_error: str | None = None
+    ignored_truth: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Every truth image had a readable prediction."""
-        return not self.missing and not self.failures
+        """Every truth image had a readable prediction, and the contact sheet (if asked for) was written."""
+        return not self.missing and not self.failures and self.sheet_error is None
 
     def means(self) -> dict[str, float | None]:
         """Mean PSNR, SSIM, LPIPS and colourfulness over the evaluated images, plus the colourfulness ratio."""
@@ -562,10 +574,12 @@ class EvalResult:
             "missing": self.missing,
             "unreadable": [{"path": p, "reason": r} for p, r in self.failures],
             "unused_predictions": self.unused,
+            "ignored_truth": self.ignored_truth,
             "resized": sum(s.resized for s in self.images),
             "mean": {k: _json_float(v) for k, v in self.means().items()},
             "notes": self.notes,
             "sheet": self.sheet,
+            "sheet_error": self.sheet_error,
             "images": images,
         }
 
@@ -579,11 +593,17 @@ def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
-def _shrink_long_side(image: np.ndarray, size: int | None) -> np.ndarray:
+LPIPS_MIN_SIDE = 32
+"""Shortest side LPIPS is computed at: VGG16's last LPIPS layer (relu5_3) lies behind four 2x poolings."""
+
+
+def _lpips_view(image: np.ndarray, size: int | None) -> np.ndarray:
+    """The image LPIPS sees: long side shrunk to ``size``, then enlarged if its short side is under 32 px."""
     h, w = image.shape[:2]
-    if size is None or max(h, w) <= size:
+    scale = 1.0 if size is None or max(h, w) <= size else size / max(h, w)
+    scale = max(scale, LPIPS_MIN_SIDE / min(h, w))
+    if scale == 1.0:
         return image
-    scale = size / max(h, w)
     return resize_to(image, max(1, round(h * scale)), max(1, round(w * scale)))
 
 
@@ -664,12 +684,18 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
     """
     from mangacolor.training.loop import resolve_device
 
-    for root, what in ((config.pred, "predictions"), (config.truth, "truth")):
-        if not Path(root).exists():
+    for root, what in ((config.pred, "predictions"), (config.truth, "truth"), (config.inputs, "inputs")):
+        if root is not None and not Path(root).exists():
             raise MangacolorError(f"{root}: no such file or directory ({what})")
+    if config.sheet and Path(config.sheet).suffix.lower() not in IMAGE_EXTENSIONS:
+        raise MangacolorError(f"{config.sheet}: the contact sheet needs an image ending (.png, .jpg or .webp)")
     matching = match_predictions(config.pred, config.truth)
     result = EvalResult(
-        str(config.pred), str(config.truth), missing=matching.missing, unused=[str(p) for p in matching.unused]
+        str(config.pred),
+        str(config.truth),
+        missing=matching.missing,
+        unused=[str(p) for p in matching.unused],
+        ignored_truth=[str(p) for p in matching.ignored_truth],
     )
     if not matching.pairs:
         raise MangacolorError(
@@ -719,7 +745,7 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
             resized=resized,
         )
         if lpips_net is not None:
-            small_p, small_t = _shrink_long_side(pred, config.lpips_size), _shrink_long_side(truth, config.lpips_size)
+            small_p, small_t = _lpips_view(pred, config.lpips_size), _lpips_view(truth, config.lpips_size)
             with torch.no_grad():
                 score.lpips = float(lpips_net(_to_unit_tensor(small_p, device), _to_unit_tensor(small_t, device))[0])
         if fid is not None:
@@ -735,8 +761,11 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
         except MangacolorError as exc:
             result.notes["fid"] = str(exc)
     if config.sheet and sheet_rows:
-        write_image(config.sheet, contact_sheet(sheet_rows, height=config.sheet_height))
-        result.sheet = str(config.sheet)
+        try:  # the scores are worth more than the picture: a failed write is reported, not raised
+            write_image(config.sheet, contact_sheet(sheet_rows, height=config.sheet_height))
+            result.sheet = str(config.sheet)
+        except ImageWriteError as exc:
+            result.sheet_error = str(exc)
     return result
 
 

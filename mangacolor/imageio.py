@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -38,11 +38,26 @@ def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(root: str | Path, recursive: bool = True) -> Iterator[Path]:
+def list_images(
+    root: str | Path,
+    recursive: bool = True,
+    on_error: Callable[[Path, str], None] | None = None,
+) -> Iterator[Path]:
     """Yield the image files under ``root`` in a stable (sorted) order.
 
     A file ``root`` yields itself. Hidden files and folders (leading ``.``) and our own
     temporary files are skipped. The walk is lazy: memory does not grow with the folder size.
+    Symbolic links to folders are followed, each real folder once (a link loop ends there).
+
+    Args:
+        root: a file or a folder.
+        recursive: search sub-folders too.
+        on_error: called with a sub-folder that cannot be listed and the reason, and the walk goes
+            on; without it such a folder raises.
+
+    Raises:
+        ImageReadError: ``root`` does not exist or cannot be listed, or a sub-folder cannot be
+            listed and no ``on_error`` was given.
     """
     root = Path(root)
     if root.is_file():
@@ -50,13 +65,40 @@ def list_images(root: str | Path, recursive: bool = True) -> Iterator[Path]:
         return
     if not root.is_dir():
         raise ImageReadError(root, "no such file or directory")
-    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    yield from _walk_folder(root, recursive, on_error, set(), top=True)
+
+
+def _walk_folder(
+    folder: Path,
+    recursive: bool,
+    on_error: Callable[[Path, str], None] | None,
+    seen: set[tuple[int, int]],
+    top: bool = False,
+) -> Iterator[Path]:
+    """:func:`list_images` below ``folder``; ``seen`` holds the (device, inode) of folders visited."""
+    try:
+        info = folder.stat()
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            return
+        seen.add(key)
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        reason = f"cannot list folder: {exc.strerror or type(exc).__name__}"
+        if on_error is None or top:
+            raise ImageReadError(folder, reason) from None
+        on_error(folder, reason)
+        return
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        if entry.is_dir(follow_symlinks=True):
+        try:
+            is_dir = entry.is_dir(follow_symlinks=True)
+        except OSError:  # a dangling or looping link: not a folder; an image name is reported on read
+            is_dir = False
+        if is_dir:
             if recursive:
-                yield from list_images(entry.path, recursive=True)
+                yield from _walk_folder(Path(entry.path), recursive, on_error, seen)
         elif is_image_path(entry.name):
             yield Path(entry.path)
 

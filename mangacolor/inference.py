@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,7 +35,15 @@ from mangacolor import checkpoint
 from mangacolor.checkpoint import CheckpointInfo
 from mangacolor.color import is_color, is_ink_page, luma, merge_luminance
 from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError
-from mangacolor.imageio import atomic_write_bytes, encode_image, list_images, read_image, to_tensor, to_uint8
+from mangacolor.imageio import (
+    IMAGE_EXTENSIONS,
+    atomic_write_bytes,
+    encode_image,
+    list_images,
+    read_image,
+    to_tensor,
+    to_uint8,
+)
 from mangacolor.report import BatchReport, FileResult
 from mangacolor.training.loop import resolve_device
 
@@ -130,6 +137,10 @@ class Translator:
             self.reference = to_tensor(ref).to(device)  # (1, 3, size, size)
             if self.half:
                 self.reference = self.reference.half()
+        elif reference is not None:
+            raise MangacolorError(
+                f"{info.path}: --reference is for reference-style models; this {info.arch} model takes none"
+            )
 
     @classmethod
     def from_checkpoint(
@@ -257,30 +268,73 @@ class _Job:
 
 
 def output_paths(src: Path, in_root: Path, out_root: Path, options: FolderOptions, num_outputs: int) -> list[Path]:
-    """Where the outputs of ``src`` go: ``out_root`` mirrors the tree under ``in_root``."""
+    """Where the outputs of ``src`` go: ``out_root`` mirrors the tree under ``in_root``.
+
+    A page given alone goes to ``out_root`` itself when that names an image file (``.png``, ...),
+    else into the folder ``out_root``. With ``--format same``, a page in a format that cannot be
+    written (``.gif``) is written as ``.png``.
+    """
     if in_root.is_file():
-        target = (
-            out_root
-            if out_root.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-            else out_root / src.name
-        )
+        target = out_root if _names_image_file(out_root) else out_root / src.name
     else:
         target = out_root / src.relative_to(in_root)
     if options.output_format != "same":
         target = target.with_suffix("." + options.output_format.lower().lstrip("."))
+    elif target.suffix.lower() not in IMAGE_EXTENSIONS:
+        target = target.with_suffix(".png")
     if options.candidates and num_outputs > 1:
         return [target.with_name(f"{target.stem}_c{k}{target.suffix}") for k in range(num_outputs)]
     return [target]
 
 
-def _walk(in_root: Path, out_root: Path) -> Iterator[Path]:
+def _names_image_file(path: Path) -> bool:
+    """Whether an output path given for a single page names a file (by its ending) rather than a folder."""
+    return not path.is_dir() and path.suffix.lower() in IMAGE_EXTENSIONS | _READ_ONLY_EXTENSIONS
+
+
+_READ_ONLY_EXTENSIONS = frozenset({".gif", ".ico", ".psd", ".jp2", ".tga", ".pbm", ".pgm", ".ppm"})
+"""Image endings mangacolor cannot write: an output path with one is refused, not made a folder."""
+
+
+def _check_roots(in_root: Path, out_root: Path) -> None:
+    """Refuse, before any work, an output that would overwrite the input or cannot be written.
+
+    Raises:
+        MangacolorError: the output is the input page or folder, or names a format that cannot be written.
+    """
+    if in_root.is_file():
+        if out_root.resolve() == in_root.resolve() or (
+            out_root.is_dir() and (out_root / in_root.name).resolve() == in_root.resolve()
+        ):
+            raise MangacolorError(f"{in_root}: the output {out_root} would overwrite this page; choose another output")
+        if _names_image_file(out_root) and out_root.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise MangacolorError(
+                f"{out_root}: cannot write {out_root.suffix} images; use .png, .jpg, .webp, .bmp or .tif"
+            )
+    elif out_root.resolve() == in_root.resolve():
+        raise MangacolorError(f"{out_root}: the output folder is the input folder; choose another output folder")
+
+
+def _walk(in_root: Path, out_root: Path, on_error: Callable[[Path, str], None]) -> Iterator[Path]:
     """Input pages, leaving out anything under the output folder when it lies inside the input."""
     out_resolved = out_root.resolve()
-    for path in list_images(in_root):
+    for path in list_images(in_root, on_error=on_error):
         resolved = path.resolve()
         if out_resolved == resolved or out_resolved in resolved.parents:
             continue
         yield path
+
+
+def _write(dst: Path, data: bytes) -> None:
+    """Atomically write an output file.
+
+    Raises:
+        ImageWriteError: the file or its folder cannot be written.
+    """
+    try:
+        atomic_write_bytes(dst, data)
+    except OSError as exc:
+        raise ImageWriteError(dst, f"cannot write: {exc.strerror or exc}") from None
 
 
 def run_folder(
@@ -308,6 +362,7 @@ def run_folder(
     in_root, out_root = Path(in_root), Path(out_root)
     if not in_root.exists():
         raise MangacolorError(f"{in_root}: no such file or directory")
+    _check_roots(in_root, out_root)
     report = BatchReport()
     lock = threading.Lock()
 
@@ -336,35 +391,49 @@ def run_folder(
             if job.copy:
                 dst = job.outputs[0]
                 if dst.suffix.lower() == job.src.suffix.lower():
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = dst.with_name(f".{dst.name}.copy.tmp")
-                    shutil.copyfile(job.src, tmp)
-                    os.replace(tmp, dst)
+                    data = job.src.read_bytes()
                 else:
-                    image = read_image(job.src, mode="RGB", max_pixels=None)
-                    atomic_write_bytes(dst, encode_image(image, dst.suffix, options.quality))
-                record(FileResult(str(job.src), "copied", "already in colour", [str(dst)]))
-                return
-            assert outputs is not None and job.prepared is not None
-            written = []
-            for dst, out in zip(job.outputs, outputs, strict=True):
-                full = translator.finish(job.prepared, out)
-                try:
-                    atomic_write_bytes(dst, encode_image(full, dst.suffix, options.quality))
-                except OSError as exc:
-                    raise ImageWriteError(dst, f"cannot write: {exc.strerror or exc}") from None
-                written.append(str(dst))
-            record(FileResult(str(job.src), "done", outputs=written))
+                    data = encode_image(read_image(job.src, mode="RGB", max_pixels=None), dst.suffix, options.quality)
+                _write(dst, data)
+                result = FileResult(str(job.src), "copied", "already in colour", [str(dst)])
+            else:
+                assert outputs is not None and job.prepared is not None
+                written = []
+                for dst, out in zip(job.outputs, outputs, strict=True):
+                    full = translator.finish(job.prepared, out)
+                    _write(dst, encode_image(full, dst.suffix, options.quality))
+                    written.append(str(dst))
+                result = FileResult(str(job.src), "done", outputs=written)
         except (ImageWriteError, ImageReadError) as exc:
-            record(FileResult(str(job.src), "failed", str(exc)))
+            result = FileResult(str(job.src), "failed", str(exc))
         except Exception as exc:  # one odd page must not end the batch
-            record(FileResult(str(job.src), "failed", f"cannot write output: {type(exc).__name__}: {exc}"))
+            first_line = (str(exc).splitlines() or [""])[0]
+            result = FileResult(str(job.src), "failed", f"cannot write output: {type(exc).__name__}: {first_line}")
+        record(result)  # outside the try: a failing progress callback must not count a page twice
+
+    claimed: dict[Path, Path] = {}  # output -> the page that writes it
+
+    def unreadable_folder(folder: Path, reason: str) -> None:
+        record(FileResult(str(folder), "failed", reason))
 
     def jobs() -> Iterator[_Job]:
-        for src in _walk(in_root, out_root):
+        for src in _walk(in_root, out_root, unreadable_folder):
             outs = output_paths(
                 src, in_root, out_root, options, 1 if not options.candidates else translator.num_outputs
             )
+            clash = next((claimed[p] for p in outs if p in claimed), None)
+            if clash is not None:
+                record(
+                    FileResult(
+                        str(src), "failed", f"same output as {clash} (names differ only in their ending); rename one"
+                    )
+                )
+                continue
+            claimed.update((p, src) for p in outs)
+            folder = next((p for p in outs if p.is_dir()), None)
+            if folder is not None:
+                record(FileResult(str(src), "failed", f"output {folder} is a folder"))
+                continue
             if not options.overwrite and all(p.exists() for p in outs):
                 record(FileResult(str(src), "skipped", "output exists (use --overwrite to redo)"))
                 continue

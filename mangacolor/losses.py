@@ -122,21 +122,17 @@ VGG16_LAYERS = (3, 8, 15, 22)  # relu1_2, relu2_2, relu3_3, relu4_3 in torchvisi
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a PyTorch file (``weights_only``: nothing is unpickled)."""
+    from mangacolor.checkpoint import load_torch_weights
     from mangacolor.errors import MangacolorError
 
+    if path.suffix != ".safetensors":
+        return load_torch_weights(path, "VGG16 weights")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from safetensors.torch import load_file
 
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # safetensors, zip and unpickler errors have no common base
-        raise MangacolorError(f"{path}: cannot read weights: {str(exc).splitlines()[0]}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise MangacolorError(f"{path}: not a state dict")
-    return state
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise MangacolorError(f"{path}: cannot read VGG16 weights: {str(exc).splitlines()[0]}") from None
 
 
 def find_vgg16_weights(path: str | Path | None = None) -> Path:

@@ -67,3 +67,17 @@ def toy_colorizer(arch: str, folder: Path) -> tuple[torch.nn.Module, Path, np.nd
     ckpt = checkpoint.save(folder / f"{arch}.safetensors", model, {"working_size": spec.toy_size})
     reference = drawing(40, 40, seed=5) if getattr(model, "needs_reference", False) else None
     return model, ckpt, reference
+
+
+def deny_listing(monkeypatch: pytest.MonkeyPatch, folder_name: str) -> None:
+    """Make ``os.scandir`` of folders called ``folder_name`` fail as an unreadable folder does (tests run as root)."""
+    import os
+
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path).name == folder_name:
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)

@@ -73,13 +73,54 @@ def test_not_a_checkpoint(tmp_path):
 
 
 def _rewrite_metadata(path, **changes):
+    _rewrite_header(path, lambda header: header["__metadata__"].update(changes))
+
+
+def _rewrite_header(path, edit):
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + n])
-    header["__metadata__"].update(changes)
+    edit(header)
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda h: h[next(k for k in h if k != "__metadata__")].pop("data_offsets"), "bad header entry"),
+        (lambda h: h.update({next(k for k in h if k != "__metadata__"): "text"}), "bad header entry"),
+        (lambda h: h["__metadata__"].update(provenance="5"), "must be JSON objects"),
+        (lambda h: h["__metadata__"].update(config="[1, 2]"), "must be JSON objects"),
+        (lambda h: h.update(__metadata__=["a"]), "metadata is not a table of strings"),
+    ],
+)
+def test_malformed_header_is_a_checkpoint_error(tmp_path, edit, message):
+    path = checkpoint.save(tmp_path / "m.safetensors", _model())
+    _rewrite_header(path, edit)
+    with pytest.raises(CheckpointError, match=f"m.safetensors: .*{message}"):
+        checkpoint.read_info(path)
+
+
+def test_torch_weights_that_are_not_plain_tensors(tmp_path):
+    not_torch = tmp_path / "page.png"
+    not_torch.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="page.png: cannot read VGG16 weights") as exc:
+        checkpoint.load_torch_weights(not_torch, "VGG16 weights")
+    assert "weights_only" not in str(exc.value) and "\n" not in str(exc.value)
+    pickled = tmp_path / "object.pth"
+    torch.save({"model": torch.nn.Linear(2, 2)}, pickled)  # a whole module: refused, never unpickled
+    with pytest.raises(CheckpointError, match="object.pth: cannot read x: not a PyTorch file of plain tensors") as exc:
+        checkpoint.load_torch_weights(pickled, "x")
+    assert "weights_only" not in str(exc.value)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, wrapped)
+    assert set(checkpoint.load_torch_weights(wrapped, "x")) == {"w"}
+    listed = tmp_path / "list.pth"
+    torch.save([torch.ones(2)], listed)
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        checkpoint.load_torch_weights(listed, "x")
 
 
 def test_unknown_arch(tmp_path):

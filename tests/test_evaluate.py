@@ -328,3 +328,50 @@ def test_evaluate_folders_with_lpips(folders, tmp_path):
     assert by_name["img0"].lpips == pytest.approx(0.0, abs=1e-6)
     assert by_name["img1"].lpips > 0
     assert result.means()["lpips"] is not None and "lpips" not in result.notes
+
+
+def test_lpips_of_tiny_and_thin_images(tmp_path):
+    pytest.importorskip("lpips")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    vgg = tmp_path / "vgg.safetensors"
+    save_file({f"features.{k}": v.half() for k, v in vgg16_features().state_dict().items()}, str(vgg))
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    for name, (h, w) in {"dot": (1, 1), "small": (8, 8), "thin": (600, 6)}.items():
+        write_image(truth / f"{name}.png", np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8))
+        write_image(pred / f"{name}.png", const((90, 90, 90), h, w))
+    config = EvalConfig(str(pred), str(truth), fid=False, vgg_weights=str(vgg), lpips_size=64, device="cpu")
+    result = evaluate_folders(config)
+    assert sorted(s.name for s in result.images) == ["dot", "small", "thin"]
+    assert all(s.lpips is not None and math.isfinite(s.lpips) for s in result.images)
+
+
+def test_bad_sheet_or_inputs_refused_before_scoring(folders, tmp_path):
+    pred, truth = folders
+    for sheet in ("sheet.gif", "sheet"):
+        with pytest.raises(MangacolorError, match="contact sheet needs an image ending"):
+            evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False, sheet=str(tmp_path / sheet)))
+    with pytest.raises(MangacolorError, match="nowhere: no such file or directory \\(inputs\\)"):
+        evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False, inputs=str(tmp_path / "nowhere")))
+
+
+def test_unwritable_sheet_keeps_the_scores(folders, tmp_path):
+    pred, truth = folders
+    (tmp_path / "blocker").write_text("a file where the sheet's folder should be")
+    sheet = tmp_path / "blocker" / "sheet.png"
+    result = evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False, sheet=str(sheet)))
+    assert len(result.images) == 3 and result.sheet is None
+    assert "sheet.png: cannot write" in result.sheet_error and not result.ok
+    assert result.to_json()["sheet_error"] == result.sheet_error
+
+
+def test_truth_names_differing_only_in_ending(tmp_path):
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    _touch_images(truth, ["a.jpg", "a.png", "b.png"])
+    _touch_images(pred, ["a.png", "b.png"])
+    matching = match_predictions(pred, truth)
+    assert [(k, t.name) for k, _, t in matching.pairs] == [("a", "a.jpg"), ("b", "b.png")]
+    assert matching.missing == [] and [p.name for p in matching.ignored_truth] == ["a.png"]
+    result = evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False))
+    assert result.ok and result.ignored_truth == [str(truth / "a.png")]

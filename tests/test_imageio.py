@@ -12,6 +12,7 @@ from PIL import Image
 
 from mangacolor.errors import ImageReadError, ImageWriteError
 from mangacolor.imageio import list_images, read_image, to_tensor, to_uint8, write_image
+from tests.conftest import deny_listing
 
 
 def _gradient(h: int = 24, w: int = 32) -> np.ndarray:
@@ -170,6 +171,24 @@ def test_list_images_sorted_recursive_skips_hidden_and_other_files(tmp_path):
         (tmp_path / rel).write_bytes(b"")
     names = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
     assert names == ["a.webp", "b/1.JPG", "b/2.png"]
+
+
+def test_list_images_follows_links_once_and_reports_unlistable_folders(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.png").write_bytes(b"")
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path)  # a link back up: a loop
+    (tmp_path / "alias").symlink_to(tmp_path / "sub")  # the same folder under two names
+    names = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert names == ["alias/a.png"]  # each real folder once ("alias" sorts before "sub")
+
+    deny_listing(monkeypatch, "sub")
+    (tmp_path / "alias").unlink()
+    (tmp_path / "z.png").write_bytes(b"")
+    errors = []
+    names = [p.name for p in list_images(tmp_path, on_error=lambda path, reason: errors.append((path.name, reason)))]
+    assert names == ["z.png"] and errors == [("sub", "cannot list folder: Permission denied")]
+    with pytest.raises(ImageReadError, match="sub: cannot list folder"):
+        list(list_images(tmp_path))
 
 
 def test_tensor_round_trip():

@@ -9,10 +9,11 @@ import torch
 
 from mangacolor import checkpoint
 from mangacolor.color import luma
+from mangacolor.errors import MangacolorError
 from mangacolor.imageio import read_image, write_image
 from mangacolor.inference import FolderOptions, Translator, multiply_lines, output_paths, run_folder
 from mangacolor.models import create_model, list_models
-from tests.conftest import drawing, toy_colorizer
+from tests.conftest import deny_listing, drawing, toy_colorizer
 
 
 @pytest.fixture
@@ -152,6 +153,76 @@ def test_unwritable_output_fails_cleanly(translator, tmp_path):
     blocker.write_text("a file where the output folder should be")
     report = run_folder(translator, src, blocker)
     assert report.failed == 1 and "cannot write" in report.failures[0].reason
+
+
+def test_output_that_would_overwrite_the_input_is_refused(translator, tmp_path):
+    src = _pages(tmp_path / "in", 1)
+    page = src / "ch1" / "p0.png"
+    before = page.read_bytes()
+    for out in (page, src / "ch1"):  # the page itself, or the folder it lies in
+        with pytest.raises(MangacolorError, match="p0.png: the output .* would overwrite this page"):
+            run_folder(translator, page, out, FolderOptions(overwrite=True))
+    with pytest.raises(MangacolorError, match="the output folder is the input folder"):
+        run_folder(translator, src, src, FolderOptions(overwrite=True))
+    with pytest.raises(MangacolorError, match="cannot write .gif"):
+        run_folder(translator, page, tmp_path / "out.gif")
+    assert page.read_bytes() == before
+
+
+def test_outputs_that_collide_fail_instead_of_overwriting(translator, tmp_path):
+    src = tmp_path / "in"
+    write_image(src / "p.bmp", luma(drawing(seed=1)))
+    write_image(src / "p.png", luma(drawing(seed=2)))
+    report = run_folder(translator, src, tmp_path / "out", FolderOptions(output_format="png"))
+    assert report.counts["done"] == 1 and report.failed == 1
+    assert report.failures[0].path.endswith("p.png") and "same output as" in report.failures[0].reason
+    assert "p.bmp" in report.failures[0].reason
+
+
+def test_output_path_taken_by_a_folder_fails_that_page(translator, tmp_path):
+    src = tmp_path / "in"
+    write_image(src / "gray.png", luma(drawing()))
+    write_image(src / "color.png", drawing(seed=4))  # copied through, by the other code path
+    out = tmp_path / "out"
+    (out / "gray.png").mkdir(parents=True)
+    (out / "color.png").mkdir()
+    report = run_folder(translator, src, out, FolderOptions(overwrite=True))
+    assert report.failed == 2 and all("is a folder" in f.reason for f in report.failures)
+    assert sorted(p.name for p in out.iterdir()) == ["color.png", "gray.png"]  # no temporary files left
+
+
+def test_unwritable_formats_of_single_pages_become_png(translator, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(luma(drawing())).save(tmp_path / "anim.gif")
+    report = run_folder(translator, tmp_path / "anim.gif", tmp_path / "out")
+    assert report.counts["done"] == 1
+    assert read_image(tmp_path / "out" / "anim.png").shape == (48, 64, 3)
+
+
+def test_a_failing_progress_callback_does_not_count_a_page_twice(translator, tmp_path):
+    src = _pages(tmp_path / "in", 2)
+    seen = []
+
+    def on_result(result):
+        seen.append((result.path, result.status))
+        raise BrokenPipeError(32, "Broken pipe")  # e.g. printing to a closed pipe
+
+    with pytest.raises(BrokenPipeError):
+        run_folder(translator, src, tmp_path / "out", on_result=on_result)
+    assert seen and len({path for path, _ in seen}) == len(seen)
+    assert all(status == "done" for _, status in seen)
+
+
+def test_link_loop_and_unlistable_folder(translator, tmp_path, monkeypatch):
+
+    src = _pages(tmp_path / "in", 1)
+    (src / "ch1" / "loop").symlink_to(src)
+    (src / "locked").mkdir()
+    deny_listing(monkeypatch, "locked")
+    report = run_folder(translator, src, tmp_path / "out")
+    assert report.counts["done"] == 1 and report.failed == 1
+    assert report.failures[0].path.endswith("locked") and "cannot list folder" in report.failures[0].reason
 
 
 def test_half_checkpoint_colorizes(tmp_path):

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -190,8 +191,32 @@ def make_progress() -> Progress:
     )
 
 
-def print_summary(report: BatchReport, title: str) -> None:
-    """Summary table (done / skipped / copied / failed) and the failures with their reasons."""
+def echo_paths(paths: list[str]) -> None:
+    """Print output paths on stdout, one per line.
+
+    When the reader goes away (``mangacolor colorize ... | head``), stdout is pointed at the null
+    device and the batch goes on: the pages are written whether or not anyone reads their names.
+    """
+    try:
+        for path in paths:
+            typer.echo(path)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+NO_IMAGES = "no images found (.png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff)"
+
+
+def print_summary(report: BatchReport, title: str, empty: str | None = NO_IMAGES) -> None:
+    """Summary table (done / skipped / copied / failed) and the failures with their reasons.
+
+    Args:
+        report: the batch's outcomes.
+        title: the table's title.
+        empty: warning printed when the batch saw no file at all (None: none).
+    """
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("outcome")
     table.add_column("files", justify="right")
@@ -199,6 +224,8 @@ def print_summary(report: BatchReport, title: str) -> None:
         if report.counts[status] or status in ("done", "failed"):
             table.add_row(status, str(report.counts[status]))
     console.print(table)
+    if not report.total and empty:
+        console.print(f"[yellow]warning:[/] {escape(empty)}", highlight=False)
     for reason, n in sorted(report.skip_reasons.items()):
         console.print(f"skipped {n}: {escape(reason)}", highlight=False, soft_wrap=True)
     for failure in report.failures:

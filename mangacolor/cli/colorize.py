@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mangacolor.cli._common import console, exit_for, guarded, make_progress, print_summary
+from mangacolor.cli._common import console, echo_paths, exit_for, guarded, make_progress, print_summary
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import read_image
 
@@ -85,8 +85,7 @@ def colorize(
         def on_result(result) -> None:
             progress.advance(task)
             if not as_json:
-                for out in result.outputs:
-                    typer.echo(out)
+                echo_paths(result.outputs)
 
         report = run_folder(translator, input, output, options, on_result=on_result)
     print_summary(report, "colorize")

@@ -66,8 +66,16 @@ def _print_tables(result, per_image: bool) -> None:
         console.print(f"[yellow]missing:[/] {escape(name)}: no prediction", highlight=False, soft_wrap=True)
     for path, reason in result.failures:
         console.print(f"[red]unreadable:[/] {escape(path)}: {escape(reason)}", highlight=False, soft_wrap=True)
+    for path in result.ignored_truth:
+        console.print(
+            f"[yellow]ignored:[/] {escape(path)}: another truth image has the same name but for its ending",
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.sheet:
         console.print(f"contact sheet: {escape(result.sheet)}", highlight=False)
+    if result.sheet_error:
+        console.print(f"[red]contact sheet not written:[/] {escape(result.sheet_error)}", highlight=False)
 
 
 @guarded
@@ -114,12 +122,13 @@ def evaluate(
         result = evaluate_folders(config, on_image=lambda _name: progress.advance(task))
     _print_tables(result, per_image)
     typer.echo(json.dumps(result.to_json(), indent=2))
-    if not result.ok:
+    if result.missing or result.failures:
         console.print(
             f"[bold red]{len(result.missing)} missing, {len(result.failures)} unreadable[/]: "
             "the means cover the other images",
             highlight=False,
         )
+    if not result.ok:
         raise typer.Exit(EXIT_FAILURES)
 
 

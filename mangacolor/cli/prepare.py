@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from mangacolor.cli._common import console, exit_for, guarded, make_progress, print_summary
+from mangacolor.cli._common import NO_IMAGES, console, echo_paths, exit_for, guarded, make_progress, print_summary
 from mangacolor.errors import MangacolorError
 from mangacolor.prepare.danbooru import DEFAULT_LAYOUT
 from mangacolor.report import BatchReport, FileResult
@@ -46,12 +46,13 @@ class _Reporter:
     def __call__(self, result: FileResult) -> None:
         self.progress.advance(self.task)
         if not self.as_json and result.status == "done":
-            for out in result.outputs:
-                typer.echo(out)
+            echo_paths(result.outputs)
 
 
-def _finish(report: BatchReport, title: str, as_json: bool, extra: dict[str, Any] | None = None) -> None:
-    print_summary(report, title)
+def _finish(
+    report: BatchReport, title: str, as_json: bool, extra: dict[str, Any] | None = None, empty: str | None = NO_IMAGES
+) -> None:
+    print_summary(report, title, empty)
     if as_json:
         typer.echo(json.dumps({**report.to_json(), **(extra or {})}, indent=2))
     exit_for(report)
@@ -171,7 +172,11 @@ def filter_cmd(
     for reason, n in sorted(report.rejected.items()):
         console.print(f"not selected {n}: {escape(reason)}", highlight=False)
     _finish(
-        report.batch, "prepare filter", as_json, {"filter": {k: v for k, v in report.to_json().items() if k != "files"}}
+        report.batch,
+        "prepare filter",
+        as_json,
+        {"filter": {k: v for k, v in report.to_json().items() if k != "files"}},
+        empty=None,  # the line above already says how many posts were selected
     )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mangacolor.cli._common import console, exit_for, guarded, make_progress, print_summary
+from mangacolor.cli._common import console, echo_paths, exit_for, guarded, make_progress, print_summary
 from mangacolor.errors import MangacolorError
 
 
@@ -71,8 +71,7 @@ def scan(
         def on_result(result) -> None:
             progress.advance(task)
             if not as_json:
-                for out in result.outputs:
-                    typer.echo(out)
+                echo_paths(result.outputs)
 
         report = run_folder(translator, input, output, options, on_result=on_result)
     print_summary(report, "scan")

@@ -228,14 +228,9 @@ def load_encoder_weights(generator: nn.Module, path: str | Path) -> None:
             f"{path}: encoder weights not found (pass the Danbooru resnet50-13306192.pth "
             "or torchvision's resnet50-*.pth)"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and unpickler errors have no common base
-        raise MangacolorError(f"{path}: cannot read as a PyTorch state dict: {str(exc).splitlines()[0]}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise MangacolorError(f"{path}: not a state dict")
+    from mangacolor.checkpoint import load_torch_weights
+
+    state = load_torch_weights(path, "encoder weights")
     body = _body_state(state, path)
     encoder: nn.Module = generator.encoder
     own = encoder.state_dict()

@@ -68,6 +68,28 @@ def test_colorize_missing_input(tmp_path, toy_checkpoint):
     assert result.exit_code == 2 and "no such file" in result.stderr
 
 
+def test_colorize_refuses_a_reference_the_model_cannot_use(pages, tmp_path, toy_checkpoint):
+    ref = pages / "p0.png"
+    result = runner.invoke(
+        app, ["colorize", str(pages), str(tmp_path / "o"), "-m", str(toy_checkpoint), "--reference", str(ref)]
+    )
+    assert result.exit_code == 2 and "--reference is for reference-style models" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_colorize_empty_folder_warns(tmp_path, toy_checkpoint):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["colorize", str(tmp_path / "empty"), str(tmp_path / "o"), "-m", str(toy_checkpoint)])
+    assert result.exit_code == 0 and "no images found" in result.stderr
+
+
+def test_colorize_onto_its_own_input_is_refused(pages, toy_checkpoint):
+    before = (pages / "p0.png").read_bytes()
+    result = runner.invoke(app, ["colorize", str(pages), str(pages), "-m", str(toy_checkpoint), "--overwrite"])
+    assert result.exit_code == 2 and "the output folder is the input folder" in result.stderr
+    assert (pages / "p0.png").read_bytes() == before
+
+
 def test_models_lists_and_inspects(toy_checkpoint):
     listed = runner.invoke(app, ["models", "--json"])
     names = {m["name"] for m in json.loads(listed.stdout)}

@@ -72,3 +72,14 @@ def test_evaluate_missing_vgg_file_is_an_error(folders, tmp_path):
     )
     assert result.exit_code == 2
     assert "nope.pth" in result.stderr
+
+
+def test_evaluate_prints_the_scores_when_the_sheet_cannot_be_written(folders, tmp_path):
+    pred, truth, _ = folders
+    (tmp_path / "blocker").write_text("x")
+    sheet = tmp_path / "blocker" / "sheet.png"
+    result = runner.invoke(app, ["evaluate", str(pred), str(truth), "--no-fid", "--no-lpips", "--sheet", str(sheet)])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["evaluated"] == 3 and "cannot write" in report["sheet_error"]
+    assert "contact sheet not written" in result.stderr
