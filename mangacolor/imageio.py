@@ -9,6 +9,7 @@ interrupted run never leaves a half-written image. Tensors for the networks are 
 
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -101,6 +102,38 @@ def _walk_folder(
                 yield from _walk_folder(Path(entry.path), recursive, on_error, seen)
         elif is_image_path(entry.name):
             yield Path(entry.path)
+
+
+class SameStemFinder:
+    """For an image, the image of the same folder that sorts first among those named like it but for the ending.
+
+    Outputs of a changed format (``--format png``) of ``a.jpg`` and ``a.png`` would be one file.
+    The folder listings behind the answers are kept for the last ``cache_size`` folders only, so
+    memory does not grow with the number of files.
+    """
+
+    def __init__(self, cache_size: int = 64) -> None:
+        self._cache: collections.OrderedDict[Path, dict[str, str]] = collections.OrderedDict()
+        self._cache_size = cache_size
+
+    def first(self, path: Path) -> Path:
+        """The first image of ``path``'s folder (sorted by name) whose name stem is ``path``'s."""
+        folder = path.parent
+        stems = self._cache.get(folder)
+        if stems is None:
+            stems = {}
+            try:
+                names = sorted(e.name for e in os.scandir(folder) if is_image_path(e.name) and e.is_file())
+            except OSError:
+                names = []
+            for name in names:
+                stems.setdefault(Path(name).stem, name)
+            self._cache[folder] = stems
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(folder)
+        return folder / stems.get(path.stem, path.name)
 
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:

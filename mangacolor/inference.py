@@ -37,6 +37,7 @@ from mangacolor.color import is_color, is_ink_page, luma, merge_luminance
 from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError
 from mangacolor.imageio import (
     IMAGE_EXTENSIONS,
+    SameStemFinder,
     atomic_write_bytes,
     encode_image,
     list_images,
@@ -411,7 +412,7 @@ def run_folder(
             result = FileResult(str(job.src), "failed", f"cannot write output: {type(exc).__name__}: {first_line}")
         record(result)  # outside the try: a failing progress callback must not count a page twice
 
-    claimed: dict[Path, Path] = {}  # output -> the page that writes it
+    same_stem = SameStemFinder() if options.output_format != "same" and in_root.is_dir() else None
 
     def unreadable_folder(folder: Path, reason: str) -> None:
         record(FileResult(str(folder), "failed", reason))
@@ -421,15 +422,11 @@ def run_folder(
             outs = output_paths(
                 src, in_root, out_root, options, 1 if not options.candidates else translator.num_outputs
             )
-            clash = next((claimed[p] for p in outs if p in claimed), None)
-            if clash is not None:
-                record(
-                    FileResult(
-                        str(src), "failed", f"same output as {clash} (names differ only in their ending); rename one"
-                    )
-                )
+            first = same_stem.first(src) if same_stem is not None else src
+            if first != src:
+                reason = f"same output as {first.name} (names differ only in their ending); rename one"
+                record(FileResult(str(src), "failed", reason))
                 continue
-            claimed.update((p, src) for p in outs)
             folder = next((p for p in outs if p.is_dir()), None)
             if folder is not None:
                 record(FileResult(str(src), "failed", f"output {folder} is a folder"))

@@ -15,7 +15,15 @@ import numpy as np
 
 from mangacolor.errors import ImageReadError
 from mangacolor.imageio import convert_mode, read_image, write_image
-from mangacolor.prepare.runner import Job, RunOptions, check_output_root, image_jobs, iter_results, run_jobs
+from mangacolor.prepare.runner import (
+    Job,
+    RunOptions,
+    check_output_format,
+    check_output_root,
+    image_jobs,
+    iter_results,
+    run_jobs,
+)
 from mangacolor.report import BatchReport, FileResult
 
 if TYPE_CHECKING:
@@ -137,6 +145,7 @@ def hconcat_folders(
     from mangacolor.prepare.pair import PairReport, match_stems, write_unmatched
 
     a_root, b_root, output_root = Path(a_root), Path(b_root), Path(output_root)
+    check_output_format(output_format)
     for root in (a_root, b_root):
         check_output_root(root, output_root)
     matching = match_stems(a_root, b_root)

@@ -125,17 +125,15 @@ def letterbox_box(
             only padded (a shrink-only resize), so its box keeps the original size.
 
     Returns:
-        ``(top, bottom, left, right)``, or ``None`` when ``shape`` is not such a letterbox of
-        that original (not square, or the content fills the square).
+        ``(top, bottom, left, right)`` (the whole image when the content fills the square), or
+        ``None`` when ``shape`` cannot be such a letterbox (not square, or no original size).
     """
     h, w = shape
     ow, oh = original_size
-    if h != w or ow <= 0 or oh <= 0 or (ow == oh and (enlarge or ow >= h)):
+    if h != w or ow <= 0 or oh <= 0:
         return None
     scale = h / max(ow, oh) if enlarge else min(1.0, h / max(ow, oh))
-    cw, ch = max(1, round(ow * scale)), max(1, round(oh * scale))
-    if (cw, ch) == (w, h):
-        return None
+    cw, ch = min(w, max(1, round(ow * scale))), min(h, max(1, round(oh * scale)))
     top, left = (h - ch) // 2, (w - cw) // 2
     return top, top + ch, left, left + cw
 
@@ -187,14 +185,16 @@ def _metadata_box(
     """
     filled = letterbox_box(image.shape[:2], original_size)
     padded = letterbox_box(image.shape[:2], original_size, enlarge=False)
-    if padded is None or padded == filled:
+    if filled is None or padded is None or padded == filled:
         return filled
-    top, bottom, left, right = filled or (0, image.shape[0], 0, image.shape[1])
-    band = image[top:bottom, left:right].copy()
+    top, bottom, left, right = filled
     pt, pb, pl, pr = padded
-    band[pt - top : pb - top, pl - left : pr - left] = 0  # only the band outside the padded box counts
-    dark = band.max(axis=-1) if band.ndim == 3 else band  # (h, w)
-    return padded if np.count_nonzero(dark > tolerance) <= 0.01 * dark.size else filled
+    box = image[top:bottom, left:right]
+    brightest = box.max(axis=-1) if box.ndim == 3 else box  # (h, w)
+    in_band = np.ones(brightest.shape, bool)
+    in_band[pt - top : pb - top, pl - left : pr - left] = False  # the band: filled box minus padded box
+    lit = np.count_nonzero((brightest > tolerance) & in_band)
+    return padded if lit <= 0.01 * np.count_nonzero(in_band) else filled
 
 
 def crop_image(
@@ -259,6 +259,12 @@ def load_original_sizes(metadata: list[Path], wanted: set[int] | None = None) ->
     return sizes
 
 
+def _post_id(path: Path) -> int | None:
+    """The Danbooru post id of an image named ``<id>.<ext>``, else ``None``."""
+    stem = path.stem
+    return int(stem) if stem.isascii() and stem.isdigit() else None
+
+
 def crop_folder(
     input_root: str | Path,
     output_root: str | Path,
@@ -287,11 +293,12 @@ def crop_folder(
 
     sizes: dict[int, tuple[int, int]] = {}
     if metadata:
-        ids = {int(p.stem) for p in list_images(input_root) if p.stem.isdigit()}  # one int per image
-        sizes = load_original_sizes(metadata, ids)
+        listed = (_post_id(p) for p in list_images(input_root, on_error=lambda *_: None))  # image_jobs reports
+        sizes = load_original_sizes(metadata, {i for i in listed if i is not None})  # one int per image
 
     def original_size(path: Path) -> tuple[int, int] | None:
-        return sizes.get(int(path.stem)) if path.stem.isdigit() else None
+        post_id = _post_id(path)
+        return sizes.get(post_id) if post_id is not None else None
 
     jobs = image_jobs(input_root, output_root, output_format, payload=original_size if sizes else None)
     task = ImageTask(_CropTransform(config), read_mode=None, quality=quality, pass_payload=True)

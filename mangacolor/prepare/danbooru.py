@@ -22,6 +22,7 @@ import gzip
 import json
 import os
 import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any, TextIO
 
 from mangacolor.errors import FileError, MangacolorError
 from mangacolor.imageio import atomic_write_bytes, is_image_path
-from mangacolor.prepare.runner import Job, RunOptions, iter_results, shard_of
+from mangacolor.prepare.runner import Job, RunOptions, iter_results, make_output_root, shard_of
 from mangacolor.report import BatchReport, FileResult
 
 CATEGORIES = ("general", "artist", "copyright", "character", "meta")
@@ -240,7 +241,7 @@ def read_metadata(paths: Iterable[str | Path]) -> Iterator[MetadataLine]:
                         yield MetadataLine(path, number, parse_post(record))
                     except MalformedPost as exc:
                         yield MetadataLine(path, number, None, str(exc))
-            except (OSError, EOFError) as exc:  # truncated .gz and the like
+            except (OSError, EOFError, zlib.error) as exc:  # truncated or corrupt .gz and the like
                 yield MetadataLine(path, 0, None, f"cannot read further: {exc}")
 
 
@@ -482,6 +483,7 @@ def filter_posts(
             if not ok:
                 report.rejected[str(why)] += 1
                 continue
+            seen.add(post.id)
             if subset != "512px" and post.file_ext and not is_image_path(f"x.{post.file_ext}"):
                 report.rejected[f"not an image (file_ext {post.file_ext})"] += 1  # videos, zips, flash
                 continue
@@ -493,7 +495,6 @@ def filter_posts(
                 if on_result is not None:
                     on_result(result)
                 continue
-            seen.add(post.id)
             dst = output_root / f"{post.id % 1000:04d}" / f"{post.id}{src.suffix.lower()}"
             records[post.id] = {
                 "id": post.id,
@@ -511,7 +512,7 @@ def filter_posts(
             if max_files is not None and wanted >= max_files:
                 return
 
-    output_root.mkdir(parents=True, exist_ok=True)
+    make_output_root(output_root)
     unsharded = RunOptions(workers=options.workers, overwrite=options.overwrite, chunksize=options.chunksize)
     fd, tmp = tempfile.mkstemp(prefix=f".{report.manifest.name}.", suffix=".tmp", dir=output_root)
     try:

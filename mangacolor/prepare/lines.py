@@ -19,6 +19,7 @@ same size as the input.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ METHODS = ("blur", "sketch", "xdog")
 
 OUTPUT_MODES = (*METHODS, "gray")
 """Everything :func:`extract_lines` can produce: the line methods plus ``gray`` (luma)."""
+
+MAX_SIGMA = 100.0
+"""Largest Gaussian sigma (px) a method accepts: wider strokes than this are no longer line art."""
 
 BLUR_DEFAULTS = {"sigma": 4.0}
 """``blur``: sigma of the Gaussian blur of the inverted greyscale (larger: softer, wider strokes)."""
@@ -190,6 +194,12 @@ def extract_lines(rgb: np.ndarray, method: str = "sketch", **params: Any) -> np.
     if unknown:
         allowed = ", ".join(DEFAULTS[method]) or "none"
         raise ValueError(f"{method!r} takes no parameter {', '.join(sorted(unknown))} (it takes: {allowed})")
+    for name, value in params.items():
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number. Got {value}")
+    widest = params.get("sigma", DEFAULTS[method].get("sigma", 0.0)) * params.get("k", DEFAULTS[method].get("k", 1.0))
+    if widest > MAX_SIGMA:
+        raise ValueError(f"the widest Gaussian's sigma must be at most {MAX_SIGMA:g} px. Got {widest:g}")
     return _FUNCTIONS[method](rgb, **params)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import list_images, read_image, write_image
-from mangacolor.prepare.runner import Job, RunOptions, check_output_root, iter_results
+from mangacolor.prepare.runner import Job, RunOptions, check_output_format, check_output_root, iter_results
 from mangacolor.report import BatchReport, FileResult
 
 
@@ -181,6 +181,7 @@ def pair_folders(
         on_result: called with each pair's outcome.
     """
     bw_root, color_root, output_root = Path(bw_root), Path(color_root), Path(output_root)
+    check_output_format(output_format)
     for root in (bw_root, color_root):
         check_output_root(root, output_root)
     matching = match_stems(bw_root, color_root)

@@ -12,6 +12,8 @@ payload) and a picklable task ``Job -> FileResult``. :func:`run_jobs`:
   same for any number of workers; a worker that dies (decoder crash, out-of-memory kill) fails
   only the files of its chunks, and the run goes on with a fresh pool;
 * turns any exception of a task into a ``failed`` result naming the file: a batch never stops.
+  So are an input whose output another input already takes (``a.png`` and ``a.jpg`` written as
+  ``--format png``: the first in sorted order wins) and a sub-folder that cannot be listed.
 
 Tasks write through :func:`mangacolor.imageio.write_image` / ``atomic_write_bytes`` (temporary
 file + rename), so a killed run never leaves a half-written output that a re-run would skip.
@@ -36,7 +38,7 @@ import cv2
 import numpy as np
 
 from mangacolor.errors import FileError, MangacolorError
-from mangacolor.imageio import IMAGE_EXTENSIONS, list_images, read_image, write_image
+from mangacolor.imageio import SameStemFinder, list_images, read_image, write_image
 from mangacolor.report import BatchReport, FileResult
 
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp")
@@ -109,12 +111,14 @@ class Job:
         outputs: the files the job writes; when all exist the job is skipped.
         key: stable name for sharding (the input's path relative to the input folder).
         payload: anything else the task needs (picklable).
+        error: set when the job is known to fail before it runs (reported as the failure's reason).
     """
 
     source: str
     outputs: tuple[str, ...]
     key: str
     payload: Any = None
+    error: str = ""
 
 
 Task = Callable[[Job], FileResult]
@@ -133,6 +137,8 @@ def _failure(job: Job, exc: BaseException) -> FileResult:
 
 def run_task(task: Task, job: Job) -> FileResult:
     """Run one job; any exception becomes a ``failed`` result."""
+    if job.error:
+        return FileResult(job.source, "failed", job.error)
     try:
         return task(job)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
@@ -267,7 +273,7 @@ def _executor(workers: int) -> ProcessPoolExecutor:
 
 
 def _done_before(job: Job, overwrite: bool) -> bool:
-    return not overwrite and bool(job.outputs) and all(os.path.exists(o) for o in job.outputs)
+    return not overwrite and not job.error and bool(job.outputs) and all(os.path.exists(o) for o in job.outputs)
 
 
 def _exists(job: Job) -> FileResult:
@@ -296,10 +302,19 @@ class SkipImage(Exception):
     """Raised by a transform for an input it deliberately leaves out (e.g. too small); not a failure."""
 
 
+def check_output_format(output_format: str) -> None:
+    """Refuse an output format other than :data:`OUTPUT_FORMATS`.
+
+    Raises:
+        MangacolorError: an unknown format.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise MangacolorError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}. Got {output_format!r}")
+
+
 def output_path(source: Path, input_root: Path, output_root: Path, output_format: str) -> Path:
     """Where an input's result goes: the same relative path under ``output_root``, ending per ``output_format``."""
-    if output_format not in OUTPUT_FORMATS:
-        raise MangacolorError(f"--format must be one of {OUTPUT_FORMATS}. Got {output_format!r}")
+    check_output_format(output_format)
     rel = source.relative_to(input_root) if input_root.is_dir() else Path(source.name)
     if output_format != "same":
         rel = rel.with_suffix("." + output_format)
@@ -333,10 +348,31 @@ class ImageTask:
 
 
 def check_output_root(input_root: Path, output_root: Path) -> None:
-    """Refuse an output folder that is, or lies inside, an input folder (the walk would find the outputs)."""
+    """Refuse an output folder that is, or lies inside, an input folder (the walk would find the outputs),
+    or that cannot be created; create it.
+
+    Raises:
+        MangacolorError: the output folder is inside the input, or cannot be made.
+    """
     inp, out = input_root.resolve(), output_root.resolve()
     if out == inp or inp in out.parents:
         raise MangacolorError(f"{output_root}: the output folder must not be, or lie inside, the input {input_root}")
+    make_output_root(output_root)
+
+
+def make_output_root(output_root: Path) -> None:
+    """Create the output folder, or say in one line why it cannot be.
+
+    Raises:
+        MangacolorError: a file is in the way, or no permission.
+    """
+    try:
+        output_root.mkdir(parents=True, exist_ok=True)
+        if not os.access(output_root, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        reason = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise MangacolorError(f"{output_root}: cannot create the output folder ({reason or exc})") from None
 
 
 def image_jobs(
@@ -345,12 +381,30 @@ def image_jobs(
     output_format: str = "same",
     payload: Callable[[Path], Any] | None = None,
 ) -> Iterator[Job]:
-    """One job per image under ``input_root`` (lazily, sorted), writing the mirrored path under ``output_root``."""
+    """One job per image under ``input_root`` (lazily, sorted), writing the mirrored path under ``output_root``.
+
+    A sub-folder that cannot be listed, and an input whose output an earlier one of the same
+    name but another ending takes, become jobs that fail with the reason.
+    """
     input_root, output_root = Path(input_root), Path(output_root)
-    if output_format != "same" and "." + output_format not in IMAGE_EXTENSIONS:
-        raise MangacolorError(f"--format must be one of {OUTPUT_FORMATS}. Got {output_format!r}")
+    check_output_format(output_format)
     check_output_root(input_root, output_root)
-    for source in list_images(input_root):
+    unlisted: list[tuple[Path, str]] = []
+    same_stem = SameStemFinder() if output_format != "same" else None
+
+    def key_of(path: Path) -> str:
+        return path.relative_to(input_root).as_posix() if input_root.is_dir() else path.name
+
+    for source in list_images(input_root, on_error=lambda folder, reason: unlisted.append((folder, reason))):
+        while unlisted:
+            folder, reason = unlisted.pop(0)
+            yield Job(str(folder), (), key_of(folder), error=reason)
         out = output_path(source, input_root, output_root, output_format)
-        key = source.relative_to(input_root).as_posix() if input_root.is_dir() else source.name
-        yield Job(str(source), (str(out),), key, payload(source) if payload is not None else None)
+        first = same_stem.first(source) if same_stem is not None and input_root.is_dir() else source
+        if first != source:
+            error = f"same output as {first.name} (names differ only in their ending); rename one"
+            yield Job(str(source), (str(out),), key_of(source), error=error)
+            continue
+        yield Job(str(source), (str(out),), key_of(source), payload(source) if payload is not None else None)
+    for folder, reason in unlisted:
+        yield Job(str(folder), (), key_of(folder), error=reason)

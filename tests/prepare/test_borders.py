@@ -55,7 +55,8 @@ def test_letterbox_from_metadata_keeps_dark_content():
     assert letterbox_box((64, 64), (200, 100)) == (16, 48, 0, 64)
     out = crop_image(boxed, CropConfig(), original_size=(200, 100))
     assert out.shape == (32, 64, 3)
-    assert letterbox_box((64, 64), (100, 100)) is None
+    assert letterbox_box((64, 64), (100, 100)) == (0, 64, 0, 64)  # a square original fills the square
+    assert letterbox_box((64, 48), (100, 100)) is None  # not a letterbox: detection decides
 
 
 def test_min_size_and_resize():
@@ -82,3 +83,31 @@ def test_letterbox_of_an_original_smaller_than_the_square():
     square = np.zeros((512, 512, 3), np.uint8)
     square[206:306, 206:306] = 200
     assert crop_image(square, CropConfig(), original_size=(100, 100)).shape == (100, 100, 3)
+
+
+def test_metadata_never_eats_dark_content_of_a_square_post():
+    image = np.full((64, 64, 3), 200, np.uint8)
+    image[:6] = 5  # dark content along the top edge
+    assert crop_image(image, CropConfig(), original_size=(800, 800)).shape == (64, 64, 3)
+    assert crop_image(image, CropConfig()).shape[0] < 64  # without metadata, detection takes it for a border
+
+
+def test_padding_test_counts_the_band_only():
+    """A 250x125 original enlarged to 256x128 in a 256 square: a band of dark content that is 15 % lit stays."""
+    art = np.zeros((128, 256, 3), np.uint8)
+    art[:, ::7] = 200  # dark art with thin bright lines: about 15 % of pixels lit
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[64:192] = art
+    assert crop_image(image, CropConfig(), original_size=(250, 125)).shape == (128, 256, 3)
+
+
+def test_non_ascii_digit_names_are_not_post_ids(tmp_path):
+    from mangacolor.imageio import write_image
+    from mangacolor.prepare.borders import crop_folder
+    from mangacolor.prepare.runner import RunOptions
+
+    write_image(tmp_path / "in" / "\u00b2.png", np.full((32, 32, 3), 200, np.uint8))
+    meta = tmp_path / "meta.jsonl"
+    meta.write_text('{"id": 2, "image_width": 800, "image_height": 400}\n')
+    report = crop_folder(tmp_path / "in", tmp_path / "out", options=RunOptions(workers=1), metadata=[meta])
+    assert report.counts["done"] == 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mangacolor.errors import MangacolorError
 from mangacolor.prepare.danbooru import TagFilter, filter_posts, image_path, parse_post, read_metadata
 from mangacolor.prepare.runner import RunOptions
 
@@ -343,3 +344,26 @@ def test_extensionless_metadata_files_and_non_image_posts(tmp_path):
     report = filter_posts([meta], tmp_path, out, TagFilter(tags=frozenset({"cat"})), RunOptions(workers=1), "original")
     assert [r["id"] for r in _manifest(out)] == [5] and not report.malformed  # README was not read
     assert report.rejected["not an image (file_ext mp4)"] == 1 and report.rejected["not an image (file_ext zip)"] == 1
+
+
+def test_corrupt_gzip_and_unwritable_output(dump, tmp_path):
+    import gzip
+
+    data = gzip.compress(("\n".join(OLD_LINES) + "\n").encode() * 50)
+    broken = bytearray(data)
+    for i in range(40, 60):
+        broken[len(broken) // 2 + i] ^= 0xFF  # damage inside the deflate stream
+    (tmp_path / "bad.jsonl.gz").write_bytes(bytes(broken))
+    report = filter_posts([tmp_path / "bad.jsonl.gz"], dump, tmp_path / "out", TagFilter(), RunOptions(workers=1))
+    assert any("cannot read further" in m for m in report.malformed)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(MangacolorError, match="afile: cannot create the output folder"):
+        filter_posts([dump / "metadata"], dump, tmp_path / "afile", TagFilter(), RunOptions(workers=1))
+
+
+def test_a_post_listed_twice_without_its_image_is_counted_once(dump, tmp_path):
+    line = next(x for x in OLD_LINES if '"1005"' in x)
+    meta = tmp_path / "twice.json"
+    meta.write_text(line + "\n" + line + "\n")
+    report = filter_posts([meta], dump, tmp_path / "out", TagFilter(), RunOptions(workers=1))
+    assert report.batch.skip_reasons["image not in the dump"] == 1 and report.rejected["duplicate id"] == 1

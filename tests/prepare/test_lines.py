@@ -60,6 +60,13 @@ def test_params_and_errors():
         extract_lines(img.astype(np.float32), "sketch")
     with pytest.raises(ValueError):
         LinesConfig("blur", {"sigma": -1})
+    for method, params in (("xdog", {"tau": float("nan")}), ("sketch", {"sigma": float("inf")})):
+        with pytest.raises(ValueError, match="must be a finite number"):
+            LinesConfig(method, params)
+    with pytest.raises(ValueError, match="at most 100 px"):
+        LinesConfig("blur", {"sigma": 1e9})
+    with pytest.raises(ValueError, match="Got 112"):
+        LinesConfig("xdog", {"sigma": 70.0})  # the wide Gaussian is k x sigma
     assert set(DEFAULTS) == {*METHODS, "gray"}
 
 

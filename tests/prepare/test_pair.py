@@ -78,3 +78,16 @@ def test_split_reports_odd_width(tmp_path):
     write_image(tmp_path / "in" / "odd.png", np.zeros((4, 5, 3), np.uint8))
     report = split_folder(tmp_path / "in", tmp_path / "out", RunOptions(workers=1))
     assert report.failed == 1 and "even width" in report.failures[0].reason
+
+
+def test_pair_and_hconcat_refuse_an_unknown_format(tmp_path):
+    import pytest
+
+    from mangacolor.errors import MangacolorError
+
+    write_image(tmp_path / "a" / "x.png", luma(drawing()))
+    write_image(tmp_path / "b" / "x.png", drawing())
+    with pytest.raises(MangacolorError, match="--format must be one of"):
+        pair_folders(tmp_path / "a", tmp_path / "b", tmp_path / "p", output_format="bmp")
+    with pytest.raises(MangacolorError, match="--format must be one of"):
+        hconcat_folders(tmp_path / "a", tmp_path / "b", tmp_path / "h", output_format="foo")

@@ -15,7 +15,7 @@ from mangacolor.prepare.borders import CropConfig, crop_folder
 from mangacolor.prepare.lines import LinesConfig, lines_folder
 from mangacolor.prepare.runner import Job, RunOptions, iter_results, parse_shard, shard_of
 from mangacolor.report import FileResult
-from tests.conftest import drawing
+from tests.conftest import deny_listing, drawing
 
 
 @pytest.fixture
@@ -104,6 +104,34 @@ def test_options_validation(images):
             parse_shard(bad)
     with pytest.raises(MangacolorError, match="inside"):
         crop_folder(images, images / "out")
+
+
+def test_outputs_that_would_collide_fail_the_later_file(tmp_path):
+    root = tmp_path / "in"
+    write_image(root / "a.jpg", drawing(seed=1))
+    write_image(root / "a.png", drawing(seed=2))
+    write_image(root / "b.png", drawing(seed=3))
+    report = lines_folder(root, tmp_path / "out", options=RunOptions(workers=1))
+    assert report.counts["done"] == 2 and report.failed == 1
+    assert report.failures[0].path.endswith("a.png") and "same output as a.jpg" in report.failures[0].reason
+    again = lines_folder(root, tmp_path / "out", options=RunOptions(workers=1))
+    assert again.counts["skipped"] == 2 and again.failed == 1  # still reported, never skipped as done
+    same = crop_folder(root, tmp_path / "same", options=RunOptions(workers=1))  # --format same: no collision
+    assert same.counts["done"] == 3
+
+
+def test_unlistable_folder_fails_and_the_batch_goes_on(images, tmp_path, monkeypatch):
+    deny_listing(monkeypatch, "sub")
+    report = crop_folder(images, tmp_path / "out", options=RunOptions(workers=1))
+    assert report.counts["done"] == 6 and report.failed == 1
+    assert report.failures[0].path.endswith("sub") and "cannot list folder" in report.failures[0].reason
+
+
+def test_output_folder_that_cannot_be_made(images, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(MangacolorError, match="cannot create the output folder"):
+            lines_folder(images, out, options=RunOptions(workers=1))
 
 
 @dataclass(frozen=True)
