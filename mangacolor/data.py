@@ -407,6 +407,7 @@ class ColorizationDataset(Dataset):
         augment: training-time augmentation (:class:`AugmentConfig`: content-aware crops, flips,
             rotation, perspective, erasing, saturation, blur); replaces ``flip``. ``None``: plain
             random crops and ``flip``.
+        role: what the images are for (``training``, ``validation``), in messages.
 
     Items are dicts with ``x`` float (1, S, S), ``y`` float (3, S, S) (and ``ref`` (3, S, S)),
     all in [-1, 1].
@@ -424,12 +425,14 @@ class ColorizationDataset(Dataset):
         reference: bool = False,
         cache: bool | None = None,
         augment: AugmentConfig | None = None,
+        role: str = "training",
     ) -> None:
         check_input_kind(source, input_kind)
         self.source, self.size, self.seed = source, size, seed
         self.load_size, self.input_kind, self.lines_method = load_size, input_kind, lines_method
         self.flip, self.reference = flip, reference
         self.augment = augment
+        self.role = role
         self.failures: list[str] = []
         self._cache: list[tuple[np.ndarray | None, np.ndarray]] | None = None
         if cache is None:
@@ -443,10 +446,13 @@ class ColorizationDataset(Dataset):
                     keep.append(i)
                 except ImageReadError as exc:
                     self.failures.append(str(exc))
-            if not self._cache:
-                raise MangacolorError(f"none of the {len(source)} training images could be read")
             for failure in self.failures:
-                log.warning("skipped unreadable training image: %s", failure)
+                log.warning("skipped unreadable %s image: %s", role, failure)
+            if not self._cache:
+                more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+                raise MangacolorError(
+                    f"none of the {len(source)} {role} images could be read: {self.failures[0]}{more}"
+                )
 
     def _decode(self, index: int) -> tuple[np.ndarray | None, np.ndarray]:
         x, y = self.source.load(index)
@@ -466,8 +472,8 @@ class ColorizationDataset(Dataset):
             try:
                 return self._decode((index + attempt) % n)
             except ImageReadError as exc:
-                log.warning("skipping unreadable training image: %s", exc)
-        raise MangacolorError("no readable training images")
+                log.warning("skipping unreadable %s image: %s", self.role, exc)
+        raise MangacolorError(f"no readable {self.role} images")
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
         from mangacolor.training.loop import item_rng

@@ -271,15 +271,13 @@ class _Job:
 def output_paths(src: Path, in_root: Path, out_root: Path, options: FolderOptions, num_outputs: int) -> list[Path]:
     """Where the outputs of ``src`` go: ``out_root`` mirrors the tree under ``in_root``.
 
-    A page given alone goes to ``out_root`` itself when that names an image file (``.png``, ...),
-    else into the folder ``out_root``. With ``--format same``, a page in a format that cannot be
-    written (``.gif``) is written as ``.png``.
+    A page given alone goes to ``out_root`` itself when that names an image file (``.png``, ...;
+    ``--format`` does not change a name the user gave), else into the folder ``out_root``. With
+    ``--format same``, a page in a format that cannot be written (``.gif``) is written as ``.png``.
     """
-    if in_root.is_file():
-        target = out_root if _names_image_file(out_root) else out_root / src.name
-    else:
-        target = out_root / src.relative_to(in_root)
-    if options.output_format != "same":
+    named = in_root.is_file() and _names_image_file(out_root)
+    target = out_root if named else out_root / (src.name if in_root.is_file() else src.relative_to(in_root))
+    if options.output_format != "same" and not named:  # a file named by the user keeps its ending
         target = target.with_suffix("." + options.output_format.lower().lstrip("."))
     elif target.suffix.lower() not in IMAGE_EXTENSIONS:
         target = target.with_suffix(".png")
@@ -453,9 +451,10 @@ def run_folder(
     def run_batch(batch: list[_Job]) -> None:
         try:
             outs = translator.run([j.prepared for j in batch])
-        except (RuntimeError, MemoryError) as exc:  # e.g. out of memory on a huge page: report, go on
+        except (RuntimeError, ValueError, MemoryError) as exc:  # out of memory on a huge page, a page too
+            reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__  # small for a norm layer, ...
             for job in batch:
-                record(FileResult(str(job.src), "failed", f"model failed: {str(exc).splitlines()[0]}"))
+                record(FileResult(str(job.src), "failed", f"model failed: {reason}"))
             return
         for job, out in zip(batch, outs, strict=True):
             chosen = out if options.candidates else out[:1]

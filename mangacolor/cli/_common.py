@@ -90,14 +90,21 @@ def setup_logging() -> None:
     logger.setLevel(logging.INFO if is_main_process() else logging.WARNING)
 
 
-def load_run_config(run_dir: Path, config_cls: type[T], command: str) -> T:
+RESUME_CHANGEABLE = {"steps": "steps", "device": "device", "workers": "num_workers"}
+"""Options a ``--resume`` may change (CLI name -> config field); ``--time-limit`` is per call anyway."""
+
+
+def load_run_config(run_dir: Path, config_cls: type[T], command: str, ctx: typer.Context | None = None) -> T:
     """Rebuild a training config from ``RUN_DIR/config.json`` for ``--resume RUN_DIR``.
 
     The run folder is the one given now, so a run folder that was moved, or a resume from another
-    working directory, still finds its state.
+    working directory, still finds its state. With the command's ``ctx``, options given on the
+    command line are checked: those in :data:`RESUME_CHANGEABLE` replace the stored values, any
+    other is refused rather than silently ignored.
 
     Raises:
-        MangacolorError: no readable ``config.json`` in ``run_dir``.
+        MangacolorError: no readable ``config.json`` of this command in ``run_dir``, or an option
+            a resume cannot change.
     """
     config_path = run_dir / "config.json"
     if not config_path.is_file():
@@ -106,11 +113,55 @@ def load_run_config(run_dir: Path, config_cls: type[T], command: str) -> T:
         stored = json.loads(config_path.read_text())
     except (OSError, ValueError) as exc:
         raise MangacolorError(f"{config_path}: unreadable run config ({exc})") from None
-    known = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
-    config = config_cls(**{k: v for k, v in stored.items() if k in known})
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+    required = {
+        n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    if not isinstance(stored, dict) or not required <= set(stored):
+        raise MangacolorError(f"{config_path}: not the config of a {command} run")
+    try:
+        config = config_cls(**{k: v for k, v in stored.items() if k in fields})
+    except (TypeError, ValueError) as exc:
+        raise MangacolorError(f"{config_path}: not the config of a {command} run ({exc})") from None
     config.betas = tuple(config.betas)  # type: ignore[attr-defined]
     config.run_dir = str(run_dir)  # type: ignore[attr-defined]
+    if ctx is not None:
+        _apply_resume_options(ctx, config, run_dir)
     return config
+
+
+def _apply_resume_options(ctx: typer.Context, config: Any, run_dir: Path) -> None:
+    def on_command_line(name: str) -> bool:  # by name: typer may bring its own copy of click's enum
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    given = [p for p in ctx.command.params if p.name not in ("resume", "time_limit") and on_command_line(p.name)]
+    fixed = [p for p in given if p.name not in RESUME_CHANGEABLE]
+    if fixed:
+        names = ", ".join(p.opts[0] if p.opts and p.opts[0].startswith("-") else p.name.upper() for p in fixed)
+        raise MangacolorError(
+            f"--resume {run_dir} continues the run with the settings in its config.json; {names} cannot change "
+            "(a resume can change --steps, --device, --workers and --time-limit)"
+        )
+    for p in given:
+        setattr(config, RESUME_CHANGEABLE[p.name], ctx.params[p.name])
+
+
+def json_option(text: str | None, option: str) -> dict[str, Any]:
+    """A JSON-object option (``--model-config '{"depth": 7}'``); ``None`` gives ``{}``.
+
+    Raises:
+        MangacolorError: not JSON, or not an object.
+    """
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise MangacolorError(f"{option}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise MangacolorError(f"{option} must be a JSON object such as '{{\"depth\": 7}}'. Got {text}")
+    return value
 
 
 def absolute(path: Path | None) -> str | None:

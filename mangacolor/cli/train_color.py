@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ from mangacolor.cli._common import (
     console,
     guarded,
     is_main_process,
+    json_option,
     load_run_config,
     run_training_command,
 )
@@ -33,6 +33,7 @@ def _names(task: str) -> str:
 
 @guarded
 def train_color(
+    ctx: typer.Context,
     data: Annotated[Path | None, typer.Argument(help="Folder of colour images (or A|B images with --aligned).")] = None,
     run_dir: Annotated[Path | None, typer.Argument(help="Run folder: checkpoints, metrics.jsonl, samples/.")] = None,
     resume: Annotated[
@@ -113,11 +114,11 @@ def train_color(
     from mangacolor.training.colorizer import ColorTrainConfig, train_colorizer
 
     if resume is not None:
-        config = load_run_config(resume, ColorTrainConfig, "train-color")
+        config = load_run_config(resume, ColorTrainConfig, "train-color", ctx)
     else:
         if data is None or run_dir is None:
             raise MangacolorError("give DATA and RUN_DIR, or --resume RUN_DIR")
-        overrides = json.loads(model_config) if model_config else {}
+        overrides = json_option(model_config, "--model-config")
         names = {f.name for f in fields(get_spec(arch).config_cls)} if arch in _colorizers() else set()
         width_field = "width" if "width" in names and "base_width" not in names else "base_width"  # resnet-unet
         overrides.update({k: v for k, v in {width_field: width, "depth": depth}.items() if v is not None})
@@ -132,7 +133,7 @@ def train_color(
             model=overrides,
             discriminator_arch=disc,
             discriminator={
-                **(json.loads(d_config) if d_config else {}),
+                **json_option(d_config, "--d-config"),
                 **({"base_width": d_width} if d_width is not None else {}),
             },
             steps=steps,

@@ -27,6 +27,7 @@ def _names(task: str) -> str:
 
 @guarded
 def train_scan(
+    ctx: typer.Context,
     scans: Annotated[Path | None, typer.Argument(help="Folder of real greyscale scans.")] = None,
     colors: Annotated[Path | None, typer.Argument(help="Folder of colour art (unpaired with the scans).")] = None,
     run_dir: Annotated[Path | None, typer.Argument(help="Run folder: checkpoints, metrics.jsonl, samples/.")] = None,
@@ -81,7 +82,7 @@ def train_scan(
     from mangacolor.training.scan import ScanTrainConfig, train_scan_generator
 
     if resume is not None:
-        config = load_run_config(resume, ScanTrainConfig, "train-scan")
+        config = load_run_config(resume, ScanTrainConfig, "train-scan", ctx)
     else:
         if scans is None or colors is None or run_dir is None:
             raise MangacolorError("give SCANS, COLORS and RUN_DIR, or --resume RUN_DIR")

@@ -30,11 +30,14 @@ from mangacolor.data import AugmentConfig, ColorizationDataset, check_input_kind
 from mangacolor.errors import MangacolorError
 from mangacolor.losses import GANLoss
 from mangacolor.models import build_config, create_model, get_spec
+from mangacolor.prepare.lines import METHODS as LINE_METHODS
 from mangacolor.training.loop import (
     DistContext,
     EarlyStop,
     LoopConfig,
+    check_run_folder_free,
     check_stage_sizes,
+    check_training_options,
     parse_stages,
     resolve_device,
     run_training,
@@ -203,14 +206,24 @@ class ColorizerTask:
             raise MangacolorError("--anime-weights is part of the perceptual loss: give --perceptual W too")
         if config.freeze_encoder and not config.encoder_weights:
             raise MangacolorError("--freeze-encoder would freeze a random encoder: give --encoder-weights FILE")
+        if config.input_kind in ("lines", "mix") and config.lines_method not in LINE_METHODS:
+            methods = ", ".join(LINE_METHODS)
+            raise MangacolorError(f"--lines-method must be one of {methods}. Got {config.lines_method!r}")
+        check_training_options(config)
         source = make_source(config.data, config.input_dir, config.aligned)
         check_input_kind(source, config.input_kind)  # before the run folder is written
         files = [source.key(i) for i in range(len(source))]
         train_files, val_files = split_files(files, config.val_fraction)
+        if not train_files:
+            raise MangacolorError(
+                f"--val-fraction {config.val_fraction} holds out all {len(files)} images of {config.data}; "
+                "nothing is left to train on"
+            )
         self.train_source = source.subset(train_files) if val_files else source
         self.val_source = source.subset(val_files) if val_files else None
         self._last_batch: dict[str, torch.Tensor] | None = None
         self._last_fake: torch.Tensor | None = None
+        self.provenance: dict[str, Any] | None = None  # set by train_colorizer; data_files counted when read
 
     # -- building ----------------------------------------------------------------------------------
     def build(self, ctx: DistContext) -> None:
@@ -263,6 +276,8 @@ class ColorizerTask:
         self.perceptual = self._feature_loss()
         if self.perceptual is not None:
             self.perceptual.to(device)
+        elif cfg.vgg_weights and not hasattr(self.generator, "load_style_features") and self._is_main():
+            log.warning("--vgg-weights is not used: this %s run has no perceptual loss (give --perceptual W)", cfg.arch)
         self.feature_matching = None
         if cfg.feature_matching_weight > 0:
             if not getattr(self.discriminator, "returns_features", False):
@@ -347,7 +362,7 @@ class ColorizerTask:
         return vgg
 
     # -- data ----------------------------------------------------------------------------------------
-    def _dataset(self, source: Any, size: int, flip: bool) -> ColorizationDataset:
+    def _dataset(self, source: Any, size: int, flip: bool, role: str = "training") -> ColorizationDataset:
         cfg = self.cfg
         return ColorizationDataset(
             source,
@@ -359,12 +374,21 @@ class ColorizerTask:
             flip=flip,
             reference=self.needs_reference,
             augment=AugmentConfig() if cfg.augment and flip else None,
+            role=role,
         )
 
     def make_dataset(self, size: int) -> ColorizationDataset:
         self.size = size
-        self.val_set = self._dataset(self.val_source, size, flip=False) if self.val_source is not None else None
-        return self._dataset(self.train_source, size, flip=True)
+        train = self._dataset(self.train_source, size, flip=True)
+        self.val_set = None
+        if self.val_source is not None:
+            try:
+                self.val_set = self._dataset(self.val_source, size, flip=False, role="validation")
+            except MangacolorError as exc:  # unreadable held-out files cost the validation, not the run
+                log.warning("no validation: %s", exc)
+        if self.provenance is not None:
+            self.provenance["data_files"] = len(train)  # the readable ones
+        return train
 
     # -- one step ------------------------------------------------------------------------------------
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -531,6 +555,7 @@ def train_colorizer(
         TrainingStopped: ``stop`` ended the run early.
         MangacolorError: no images, unknown architecture, bad sizes, missing weights.
     """
+    check_run_folder_free(config.run_dir, resume)
     stages = parse_stages(config.stages, config.crop_size)
     task = ColorizerTask(config)
     ctx = setup_distributed(config.device)
@@ -564,6 +589,7 @@ def train_colorizer(
             "perceptual_weight": config.perceptual_weight,
             "batch_size": config.batch_size * ctx.world_size,
         }
+        task.provenance = provenance
         return run_training(task, loop, config, ctx, provenance, resume=resume, on_step=on_step, stop=stop)
     finally:
         teardown_distributed(ctx)

@@ -21,6 +21,7 @@ every long run needs:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -30,6 +31,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -366,7 +368,8 @@ def load_resume(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged files
-        raise MangacolorError(f"{path}: unreadable resume state ({str(exc).splitlines()[0]})") from None
+        reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+        raise MangacolorError(f"{path}: unreadable resume state ({reason})") from None
 
 
 # ----------------------------------------------------------------------------- the task protocol
@@ -457,6 +460,98 @@ def _stop_reason(stop: EarlyStop, ctx: DistContext, logging_step: bool) -> str |
     return _STOP_CODES[int(code)]
 
 
+def check_training_options(cfg: Any) -> None:
+    """Refuse option values no training can use, before any image is read or anything is written.
+
+    ``cfg`` is a trainer's config: ``steps``, ``batch_size``, ``load_size``, ``lr_g``, ``lr_d``,
+    ``decay_start`` and, where it has one, ``val_fraction``.
+
+    Raises:
+        MangacolorError: the first bad value, named by its command-line option.
+    """
+    checks = [
+        (cfg.steps >= 1, f"--steps must be >= 1. Got {cfg.steps}"),
+        (cfg.batch_size >= 1, f"--batch-size must be >= 1. Got {cfg.batch_size}"),
+        (
+            cfg.load_size is None or cfg.load_size >= 1,
+            f"--load-size must be >= 1 (leave it out to keep each image's size). Got {cfg.load_size}",
+        ),
+        (math.isfinite(cfg.lr_g) and cfg.lr_g > 0, f"--lr-g must be > 0. Got {cfg.lr_g}"),
+        (math.isfinite(cfg.lr_d) and cfg.lr_d > 0, f"--lr-d must be > 0. Got {cfg.lr_d}"),
+        (0.0 <= cfg.decay_start <= 1.0, f"--decay-start must be in [0, 1]. Got {cfg.decay_start}"),
+        (
+            0.0 <= getattr(cfg, "val_fraction", 0.0) < 1.0,
+            f"--val-fraction must be in [0, 1). Got {getattr(cfg, 'val_fraction', 0.0)}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise MangacolorError(message)
+
+
+def check_run_folder_free(run_dir: str | Path, resume: bool) -> None:
+    """Refuse early (before the data is read) a run folder that holds a run when ``resume`` is off.
+
+    :func:`run_training` checks again under the folder's lock; this only saves the wait.
+
+    Raises:
+        MangacolorError: the folder holds a run, or is a file.
+    """
+    run_path = Path(run_dir)
+    if run_path.exists() and not run_path.is_dir():
+        raise MangacolorError(f"{run_path}: cannot use as a run folder (a file is in the way)")
+    if not resume and (run_path / RESUME_FILE).exists():
+        raise MangacolorError(
+            f"{run_path}: already holds a training run; continue it with --resume {run_path}, or give a new run folder"
+        )
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def _run_folder_lock(run_path: Path) -> Iterator[None]:
+    """Create the run folder and hold an exclusive lock on it: two processes never train into one folder.
+
+    Raises:
+        MangacolorError: the folder cannot be created, or another process holds its lock.
+    """
+    try:
+        run_path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        reason = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise MangacolorError(f"{run_path}: cannot use as a run folder ({reason or exc})") from None
+    try:
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise MangacolorError(
+                    f"{run_path}: another process is training in this run folder; wait for it or stop it first"
+                ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holding_the_run_folder_lock(func: Callable[..., Path]) -> Callable[..., Path]:
+    """Run ``func(task, loop, config, ctx, ...)`` with rank 0 holding ``loop.run_dir``'s lock."""
+
+    @functools.wraps(func)
+    def wrapper(task: TrainTask, loop: LoopConfig, config: Any, ctx: DistContext, *args: Any, **kwargs: Any) -> Path:
+        lock = _run_folder_lock(Path(loop.run_dir)) if ctx.is_main else nullcontext()
+        with lock:
+            return func(task, loop, config, ctx, *args, **kwargs)
+
+    return wrapper
+
+
+@_holding_the_run_folder_lock
 def run_training(
     task: TrainTask,
     loop: LoopConfig,
@@ -468,6 +563,10 @@ def run_training(
     stop: EarlyStop | None = None,
 ) -> Path:
     """Train ``task`` through every stage; return the shipped checkpoint's path.
+
+    The run folder is locked while the run lasts (rank 0). A folder holds a run once its first
+    resume state is saved: before that, a run that died can be started again, with or without
+    ``resume``, from step 0.
 
     Args:
         task: the trainer.
@@ -484,15 +583,18 @@ def run_training(
     Raises:
         TrainingStopped: ``stop`` ended the run early; ``latest.safetensors`` and the resume state
             of the last finished step are saved.
+        MangacolorError: the folder holds a run and ``resume`` is off, is used by another process,
+            or cannot be made.
     """
     run_path = Path(loop.run_dir)
-    taken = (run_path / "config.json").exists()
+    taken = (run_path / RESUME_FILE).exists()  # config.json alone: a run that died before its first save
     if ctx.distributed:
         dist.barrier()  # every rank has looked before rank 0 writes anything
     if taken and not resume:
-        raise MangacolorError(
-            f"{run_path}: already holds a training run; continue it with --resume {run_path}, or give a new run folder"
-        )
+        check_run_folder_free(run_path, resume)  # raises
+    if resume and not taken:
+        log.warning("%s: no state saved yet (the run ended before its first save): starting from step 0", run_path)
+        resume = False
     run = RunDir(loop.run_dir) if ctx.is_main else None
     total = loop.steps * len(loop.stages)
     task.build(ctx)
@@ -503,15 +605,18 @@ def run_training(
     if resume:
         state = load_resume(run_path / RESUME_FILE)
         task.load_state_dict(state["task"])
-        global_step, stage_idx = state["step"], state["stage"]
+        global_step = state["step"]
+        stage_idx = min(state["stage"], global_step // loop.steps)  # lower when a resume raised --steps
         epoch, batch_in_epoch, best = state["epoch"], state["batch_in_epoch"], state["best"]
         set_rng_state(state["rng"])
         window = {k: v.to(ctx.device) for k, v in state.get("window", {}).items()}
         n_window = state.get("n_window", 0)
         if ctx.is_main:
             run.truncate_metrics(global_step)  # lines logged after the saved step are logged again
+            run.write_config(config)  # with what a resume may change (steps, device, workers)
             log.info("resumed at step %d (stage %d)", global_step, stage_idx)
     elif ctx.is_main:
+        run.truncate_metrics(0)  # what a run that died before its first save had logged
         run.write_config(config)
 
     def save_state(path_step: int) -> None:

@@ -51,7 +51,9 @@ from mangacolor.training.loop import (
     DistContext,
     EarlyStop,
     LoopConfig,
+    check_run_folder_free,
     check_stage_sizes,
+    check_training_options,
     parse_stages,
     run_training,
     setup_distributed,
@@ -306,6 +308,7 @@ class ScanTask:
             raise MangacolorError(f"--gan-loss must be one of {', '.join(SCAN_GAN_LOSSES)}. Got {config.gan_loss!r}")
         if config.identity_weight < 0 or config.cycle_weight < 0:
             raise MangacolorError("--cycle-weight and --identity-weight must be >= 0")
+        check_training_options(config)
         self._last: dict[str, torch.Tensor] | None = None
         self.train_set: UnpairedDataset | None = None
 
@@ -494,6 +497,7 @@ def train_scan_generator(
         TrainingStopped: ``stop`` ended the run early.
         MangacolorError: missing folders or images, unknown architecture, bad sizes or weights.
     """
+    check_run_folder_free(config.run_dir, resume)
     stages = parse_stages(config.stages, config.crop_size)
     task = ScanTask(config)
     ctx = setup_distributed(config.device)

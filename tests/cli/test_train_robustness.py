@@ -1,0 +1,138 @@
+"""train-color / train-scan: resumes, option checks and run folders under the conditions users meet."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mangacolor.cli import app
+from mangacolor.data import split_files
+
+runner = CliRunner()
+
+TOY = ["--width", "4", "--depth", "3", "--d-width", "4", "--batch-size", "2", "--crop-size", "32"]
+QUIET = ["--sample-every", "0", "--log-every", "1", "--device", "cpu"]
+
+
+def _train(*args: str):
+    return runner.invoke(app, ["train-color", *args])
+
+
+def test_a_run_that_died_before_its_first_save_can_be_resumed_or_restarted(color_folder, tmp_path, caplog):
+    run = tmp_path / "run"
+    first = _train(str(color_folder), str(run), "--steps", "2", *TOY, *QUIET)
+    assert first.exit_code == 0, first.output
+    (run / "resume.pt").unlink()  # as if killed before the first save: config.json and metrics only
+    for name in ("model.safetensors", "latest.safetensors"):
+        (run / name).unlink(missing_ok=True)
+    resumed = _train("--resume", str(run))
+    assert resumed.exit_code == 0, resumed.output
+    assert "no state saved yet" in caplog.text
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]  # the dead run's lines are not kept twice
+    (run / "resume.pt").unlink()
+    restarted = _train(str(color_folder), str(run), "--steps", "2", *TOY, *QUIET)
+    assert restarted.exit_code == 0, restarted.output
+
+
+def test_resume_refuses_options_it_cannot_change_and_takes_the_ones_it_can(color_folder, tmp_path):
+    run = tmp_path / "run"
+    assert _train(str(color_folder), str(run), "--steps", "2", *TOY, *QUIET).exit_code == 0
+    refused = _train("--resume", str(run), "--lr-g", "0.1", "--crop-size", "64")
+    assert refused.exit_code == 2
+    assert "--crop-size, --lr-g cannot change" in refused.stderr and "--steps" in refused.stderr
+    other = _train(str(color_folder), str(tmp_path / "other"), "--resume", str(run))
+    assert other.exit_code == 2 and "DATA, RUN_DIR cannot change" in other.stderr
+    longer = _train("--resume", str(run), "--steps", "3", "--device", "cpu")
+    assert longer.exit_code == 0, longer.output
+    assert json.loads((run / "config.json").read_text())["steps"] == 3
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1] == 3
+
+
+def test_resume_of_the_other_commands_run_or_a_damaged_state(color_folder, tmp_path):
+    run = tmp_path / "run"
+    assert _train(str(color_folder), str(run), "--steps", "1", *TOY, *QUIET).exit_code == 0
+    wrong = runner.invoke(app, ["train-scan", "--resume", str(run)])
+    assert wrong.exit_code == 2 and "not the config of a train-scan run" in wrong.stderr
+    (run / "resume.pt").write_bytes(b"")
+    damaged = _train("--resume", str(run))
+    assert damaged.exit_code == 2 and "resume.pt: unreadable resume state" in damaged.stderr
+    (run / "config.json").write_text("[]")
+    listed = _train("--resume", str(run))
+    assert listed.exit_code == 2 and "not the config of a train-color run" in listed.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--load-size", "0"], "--load-size must be >= 1"),
+        (["--load-size", "-5"], "--load-size must be >= 1"),
+        (["--val-fraction", "1.5"], "--val-fraction must be in [0, 1)"),
+        (["--val-fraction", "0.99"], "nothing is left to train on"),
+        (["--lr-g", "-1"], "--lr-g must be > 0"),
+        (["--lr-d", "nan"], "--lr-d must be > 0"),
+        (["--decay-start", "-1"], "--decay-start must be in [0, 1]"),
+        (["--model-config", "{x"], "--model-config: not valid JSON"),
+        (["--d-config", "[1, 2]"], "--d-config must be a JSON object"),
+        (["--input", "lines", "--lines-method", "foo"], "--lines-method must be one of blur, sketch, xdog"),
+    ],
+)
+def test_bad_values_are_refused_before_the_run_folder_is_made(color_folder, tmp_path, option, message):
+    result = _train(str(color_folder), str(tmp_path / "run"), "--steps", "1", *TOY, *option)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_scan_trainer_checks_its_options_too(color_folder, tmp_path):
+    result = runner.invoke(
+        app, ["train-scan", str(color_folder), str(color_folder), str(tmp_path / "r"), "--load-size", "-3"]
+    )
+    assert result.exit_code == 2 and "--load-size must be >= 1" in result.stderr
+
+
+def test_run_folder_that_is_a_file_or_in_use(color_folder, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    for run in (blocker, blocker / "sub"):
+        result = _train(str(color_folder), str(run), "--steps", "1", *TOY, *QUIET)
+        assert result.exit_code == 2 and "cannot use as a run folder" in result.stderr, result.output
+    fcntl = pytest.importorskip("fcntl")
+    run = tmp_path / "busy"
+    run.mkdir()
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process training here
+        result = _train(str(color_folder), str(run), "--steps", "1", *TOY, *QUIET)
+        assert result.exit_code == 2 and "another process is training in this run folder" in result.stderr
+    finally:
+        os.close(fd)
+
+
+def test_unreadable_validation_images_cost_the_validation_not_the_run(color_folder, tmp_path, caplog):
+    name = next(f"bad{i}.png" for i in range(1000) if split_files([Path(f"bad{i}.png")], 0.5)[1])
+    (color_folder / name).write_bytes(b"")  # held out, and unreadable
+    files = sorted(color_folder.iterdir())
+    _, held_out = split_files(files, 0.5)
+    for path in held_out:  # every held-out file unreadable
+        path.write_bytes(b"")
+    run = tmp_path / "run"
+    result = _train(str(color_folder), str(run), "--steps", "2", "--val-fraction", "0.5", *TOY, *QUIET)
+    assert result.exit_code == 0, result.output
+    assert "no validation: none of the 3 validation images could be read" in caplog.text and name in caplog.text
+    info = runner.invoke(app, ["models", str(run / "model.safetensors"), "--json"])
+    assert json.loads(info.stdout)["provenance"]["data_files"] == len(files) - len(held_out)
+
+
+def test_all_training_images_unreadable_names_them(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"x{i}.png").write_bytes(b"not a png")
+    result = _train(str(folder), str(tmp_path / "run"), "--steps", "1", *TOY, *QUIET)
+    assert result.exit_code == 2 and "none of the 3 training images could be read" in result.stderr
+    assert "x0.png" in result.stderr
