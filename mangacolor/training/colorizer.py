@@ -243,7 +243,7 @@ class ColorizerTask:
         except (TypeError, ValueError) as exc:
             raise MangacolorError(str(exc)) from None
         self.size_multiple = int(getattr(self.generator, "size_multiple", 1))
-        min_size = int(getattr(self.discriminator, "min_input_size", 1))
+        min_size = int(getattr(self.discriminator, "min_input_size", 1)) if cfg.gan_weight > 0 else 1  # D unused
         check_stage_sizes(parse_stages(cfg.stages, cfg.crop_size), self.size_multiple, min_size, f"this {cfg.arch}")
         self.needs_reference = bool(getattr(self.generator, "needs_reference", False))
         self.num_outputs = int(getattr(self.generator, "num_outputs", 1))

@@ -136,3 +136,12 @@ def test_all_training_images_unreadable_names_them(tmp_path):
     result = _train(str(folder), str(tmp_path / "run"), "--steps", "1", *TOY, *QUIET)
     assert result.exit_code == 2 and "none of the 3 training images could be read" in result.stderr
     assert "x0.png" in result.stderr
+
+
+def test_l1_only_training_takes_crops_smaller_than_the_discriminator_needs(color_folder, tmp_path):
+    args = [str(color_folder), str(tmp_path / "run"), "--steps", "1", "--crop-size", "8", "--depth", "3"]
+    args += ["--width", "4", "--batch-size", "2", *QUIET]
+    refused = _train(*args)  # with the GAN on, the discriminator needs 24 px
+    assert refused.exit_code == 2 and "the smallest the discriminator takes" in refused.stderr
+    result = _train(*args, "--gan-weight", "0")
+    assert result.exit_code == 0, result.output
