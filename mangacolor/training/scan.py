@@ -313,25 +313,41 @@ class ScanTask:
         self.train_set: UnpairedDataset | None = None
 
     # -- building ----------------------------------------------------------------------------------
-    def build(self, ctx: DistContext) -> None:
+    def _networks(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+        """G_s, G_c, D_s, D_c as the config says, with the training sizes checked against them.
+
+        Raises:
+            MangacolorError: a config the architectures refuse, or a training size they cannot take.
+        """
         cfg = self.cfg
-        self.ctx = ctx
-        torch.manual_seed(cfg.seed)
         try:
             g_s_cfg = build_config(cfg.arch, cfg.generator)
             if g_s_cfg.in_channels != 3 or g_s_cfg.out_channels != 1:
                 raise ValueError("the scan generator maps colour (3 channels) to a scan (1 channel)")
-            self.g_s = create_model(cfg.arch, g_s_cfg)
+            g_s = create_model(cfg.arch, g_s_cfg)
             g_c_overrides = {**asdict(g_s_cfg), **cfg.color_generator, "in_channels": 1, "out_channels": 3}
-            self.g_c = create_model(cfg.arch, g_c_overrides)
+            g_c = create_model(cfg.arch, g_c_overrides)
             d_overrides = {"norm": "instance", "base_width": 32, **cfg.discriminator}
-            self.d_s = create_model(cfg.discriminator_arch, d_overrides, in_channels=1)
-            self.d_c = create_model(cfg.discriminator_arch, d_overrides, in_channels=3)
+            d_s = create_model(cfg.discriminator_arch, d_overrides, in_channels=1)
+            d_c = create_model(cfg.discriminator_arch, d_overrides, in_channels=3)
         except (TypeError, ValueError) as exc:
             raise MangacolorError(str(exc)) from None
+        size_multiple = max(int(getattr(g, "size_multiple", 1)) for g in (g_s, g_c))
+        min_size = max(int(getattr(d, "min_input_size", 1)) for d in (d_s, d_c))
+        check_stage_sizes(parse_stages(cfg.stages, cfg.crop_size), size_multiple, min_size, cfg.arch)
+        return g_s, g_c, d_s, d_c
+
+    def check_networks(self) -> None:
+        """:meth:`_networks`'s checks alone, leaving the global random state as it was (before any data is read)."""
+        with torch.random.fork_rng(devices=[]):
+            self._networks()
+
+    def build(self, ctx: DistContext) -> None:
+        cfg = self.cfg
+        self.ctx = ctx
+        torch.manual_seed(cfg.seed)
+        self.g_s, self.g_c, self.d_s, self.d_c = self._networks()
         self.size_multiple = max(int(getattr(g, "size_multiple", 1)) for g in (self.g_s, self.g_c))
-        min_size = max(int(getattr(d, "min_input_size", 1)) for d in (self.d_s, self.d_c))
-        check_stage_sizes(parse_stages(cfg.stages, cfg.crop_size), self.size_multiple, min_size, cfg.arch)
         device = ctx.device
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for net in (self.g_s, self.g_c, self.d_s, self.d_c):
@@ -500,6 +516,7 @@ def train_scan_generator(
     check_run_folder_free(config.run_dir, resume)
     stages = parse_stages(config.stages, config.crop_size)
     task = ScanTask(config)
+    task.check_networks()  # a bad size or config is refused before both folders are decoded
     ctx = setup_distributed(config.device)
     try:
         loop = LoopConfig(

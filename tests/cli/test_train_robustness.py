@@ -95,6 +95,14 @@ def test_scan_trainer_checks_its_options_too(color_folder, tmp_path):
     assert result.exit_code == 2 and "--load-size must be >= 1" in result.stderr
 
 
+def test_scan_trainer_checks_sizes_before_reading_the_folders(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"not a png")  # decoding would fail: the size check must come first
+    result = runner.invoke(app, ["train-scan", str(bad), str(bad), str(tmp_path / "r"), "--crop-size", "30"])
+    assert result.exit_code == 2 and "30" in result.stderr and "could be read" not in result.stderr
+
+
 def test_run_folder_that_is_a_file_or_in_use(color_folder, tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("x")
