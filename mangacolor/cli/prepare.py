@@ -49,6 +49,10 @@ class _Reporter:
             echo_paths(result.outputs)
 
 
+def _no_pairs(output: Path) -> str:
+    return f"no pairs matched by name (see {output / 'unmatched.txt'})"
+
+
 def _finish(
     report: BatchReport, title: str, as_json: bool, extra: dict[str, Any] | None = None, empty: str | None = NO_IMAGES
 ) -> None:
@@ -290,7 +294,7 @@ def pair_cmd(
         ),
     )
     extra = _show_unmatched(result.matching, ("bw", "color"), output / "unmatched.txt")
-    _finish(result.batch, "prepare pair", as_json, extra)
+    _finish(result.batch, "prepare pair", as_json, extra, empty=_no_pairs(output))
 
 
 @prepare_app.command("hconcat")
@@ -317,7 +321,7 @@ def hconcat_cmd(
         ),
     )
     extra = _show_unmatched(result.matching, ("A", "B"), output / "unmatched.txt")
-    _finish(result.batch, "prepare hconcat", as_json, extra)
+    _finish(result.batch, "prepare hconcat", as_json, extra, empty=_no_pairs(output))
 
 
 @prepare_app.command("split")

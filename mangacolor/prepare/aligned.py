@@ -6,6 +6,7 @@ and :class:`mangacolor.data.AlignedSource` all go through :func:`join_ab` and :f
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +179,11 @@ def split_folder(
 
     def jobs() -> Iterator[Job]:
         for job in image_jobs(input_root, output_root, output_format):
+            if not job.outputs:  # a folder that cannot be listed: its failure as it is
+                yield job
+                continue
             rel = Path(job.outputs[0]).relative_to(output_root)
-            yield Job(job.source, (str(output_root / "A" / rel), str(output_root / "B" / rel)), job.key)
+            outputs = (str(output_root / "A" / rel), str(output_root / "B" / rel))
+            yield dataclasses.replace(job, outputs=outputs)
 
     return run_jobs(jobs(), SplitTask(quality), options or RunOptions(), on_result)

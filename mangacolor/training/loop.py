@@ -460,11 +460,15 @@ def _stop_reason(stop: EarlyStop, ctx: DistContext, logging_step: bool) -> str |
     return _STOP_CODES[int(code)]
 
 
+_WEIGHT_OPTIONS = {"feature_matching_weight": "--feature-matching", "perceptual_weight": "--perceptual"}
+"""Loss weights whose command-line option is not the field's name."""
+
+
 def check_training_options(cfg: Any) -> None:
     """Refuse option values no training can use, before any image is read or anything is written.
 
     ``cfg`` is a trainer's config: ``steps``, ``batch_size``, ``load_size``, ``lr_g``, ``lr_d``,
-    ``decay_start`` and, where it has one, ``val_fraction``.
+    ``decay_start``, where it has one ``val_fraction``, and its loss weights (``*_weight``: finite, >= 0).
 
     Raises:
         MangacolorError: the first bad value, named by its command-line option.
@@ -479,6 +483,14 @@ def check_training_options(cfg: Any) -> None:
         (math.isfinite(cfg.lr_g) and cfg.lr_g > 0, f"--lr-g must be > 0. Got {cfg.lr_g}"),
         (math.isfinite(cfg.lr_d) and cfg.lr_d > 0, f"--lr-d must be > 0. Got {cfg.lr_d}"),
         (0.0 <= cfg.decay_start <= 1.0, f"--decay-start must be in [0, 1]. Got {cfg.decay_start}"),
+        *(
+            (
+                math.isfinite(value) and value >= 0,
+                f"{_WEIGHT_OPTIONS.get(name, '--' + name.replace('_', '-'))} must be >= 0. Got {value}",
+            )
+            for name, value in vars(cfg).items()
+            if name.endswith("_weight") and isinstance(value, (int, float)) and not isinstance(value, bool)
+        ),
         (
             0.0 <= getattr(cfg, "val_fraction", 0.0) < 1.0,
             f"--val-fraction must be in [0, 1). Got {getattr(cfg, 'val_fraction', 0.0)}",
@@ -516,6 +528,7 @@ def _run_folder_lock(run_path: Path) -> Iterator[None]:
     Raises:
         MangacolorError: the folder cannot be created, or another process holds its lock.
     """
+    created = not run_path.exists()
     try:
         run_path.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -534,9 +547,28 @@ def _run_folder_lock(run_path: Path) -> Iterator[None]:
                 raise MangacolorError(
                     f"{run_path}: another process is training in this run folder; wait for it or stop it first"
                 ) from None
-        yield
+        try:
+            yield
+        except MangacolorError:
+            if created and not (run_path / "config.json").exists():  # refused before it began: leave no folder
+                _remove_empty_run_folder(run_path)
+            raise
     finally:
         os.close(fd)  # releases the lock
+
+
+def _remove_empty_run_folder(run_path: Path) -> None:
+    """Remove a run folder that holds nothing but its lock and empty sub-folders."""
+    (run_path / LOCK_FILE).unlink(missing_ok=True)
+    for folder in sorted((p for p in run_path.rglob("*") if p.is_dir()), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty: keep it
+    try:
+        run_path.rmdir()
+    except OSError:
+        pass
 
 
 def _holding_the_run_folder_lock(func: Callable[..., Path]) -> Callable[..., Path]:
@@ -593,7 +625,7 @@ def run_training(
     if taken and not resume:
         check_run_folder_free(run_path, resume)  # raises
     if resume and not taken:
-        log.warning("%s: no state saved yet (the run ended before its first save): starting from step 0", run_path)
+        log.warning("%s: no resume state (%s) saved yet: starting from step 0", run_path, RESUME_FILE)
         resume = False
     run = RunDir(loop.run_dir) if ctx.is_main else None
     total = loop.steps * len(loop.stages)
@@ -606,6 +638,11 @@ def run_training(
         state = load_resume(run_path / RESUME_FILE)
         task.load_state_dict(state["task"])
         global_step = state["step"]
+        if global_step > total:
+            raise MangacolorError(
+                f"{run_path}: the run stands at step {global_step}, beyond the {total} steps asked for; "
+                "give a larger --steps"
+            )
         stage_idx = min(state["stage"], global_step // loop.steps)  # lower when a resume raised --steps
         epoch, batch_in_epoch, best = state["epoch"], state["batch_in_epoch"], state["best"]
         set_rng_state(state["rng"])

@@ -31,7 +31,7 @@ def test_a_run_that_died_before_its_first_save_can_be_resumed_or_restarted(color
         (run / name).unlink(missing_ok=True)
     resumed = _train("--resume", str(run))
     assert resumed.exit_code == 0, resumed.output
-    assert "no state saved yet" in caplog.text
+    assert "no resume state (resume.pt) saved yet: starting from step 0" in caplog.text
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]  # the dead run's lines are not kept twice
     (run / "resume.pt").unlink()
@@ -47,6 +47,8 @@ def test_resume_refuses_options_it_cannot_change_and_takes_the_ones_it_can(color
     assert "--crop-size, --lr-g cannot change" in refused.stderr and "--steps" in refused.stderr
     other = _train(str(color_folder), str(tmp_path / "other"), "--resume", str(run))
     assert other.exit_code == 2 and "DATA, RUN_DIR cannot change" in other.stderr
+    shorter = _train("--resume", str(run), "--steps", "1")
+    assert shorter.exit_code == 2 and "stands at step 2, beyond the 1 steps asked for" in shorter.stderr
     longer = _train("--resume", str(run), "--steps", "3", "--device", "cpu")
     assert longer.exit_code == 0, longer.output
     assert json.loads((run / "config.json").read_text())["steps"] == 3
@@ -79,6 +81,10 @@ def test_resume_of_the_other_commands_run_or_a_damaged_state(color_folder, tmp_p
         (["--model-config", "{x"], "--model-config: not valid JSON"),
         (["--d-config", "[1, 2]"], "--d-config must be a JSON object"),
         (["--input", "lines", "--lines-method", "foo"], "--lines-method must be one of blur, sketch, xdog"),
+        (["--gan-weight", "nan"], "--gan-weight must be >= 0"),
+        (["--l1-weight", "-1"], "--l1-weight must be >= 0"),
+        (["--perceptual", "-0.5"], "--perceptual must be >= 0"),
+        (["--model-config", '{"nope": 1}'], "nope"),  # refused by the architecture, once the folder is made
     ],
 )
 def test_bad_values_are_refused_before_the_run_folder_is_made(color_folder, tmp_path, option, message):

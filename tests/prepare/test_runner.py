@@ -11,6 +11,7 @@ import pytest
 
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import list_images, write_image
+from mangacolor.prepare.aligned import split_folder
 from mangacolor.prepare.borders import CropConfig, crop_folder
 from mangacolor.prepare.lines import LinesConfig, lines_folder
 from mangacolor.prepare.runner import Job, RunOptions, iter_results, parse_shard, shard_of
@@ -118,13 +119,16 @@ def test_outputs_that_would_collide_fail_the_later_file(tmp_path):
     assert again.counts["skipped"] == 2 and again.failed == 1  # still reported, never skipped as done
     same = crop_folder(root, tmp_path / "same", options=RunOptions(workers=1))  # --format same: no collision
     assert same.counts["done"] == 3
+    halves = split_folder(root, tmp_path / "split", options=RunOptions(workers=1))  # A|B images, written as png
+    assert halves.counts["done"] == 2 and halves.failed == 1 and "same output as a.jpg" in halves.failures[0].reason
 
 
 def test_unlistable_folder_fails_and_the_batch_goes_on(images, tmp_path, monkeypatch):
     deny_listing(monkeypatch, "sub")
-    report = crop_folder(images, tmp_path / "out", options=RunOptions(workers=1))
-    assert report.counts["done"] == 6 and report.failed == 1
-    assert report.failures[0].path.endswith("sub") and "cannot list folder" in report.failures[0].reason
+    for stage in (crop_folder, split_folder):
+        report = stage(images, tmp_path / stage.__name__, options=RunOptions(workers=1))
+        assert report.counts["done"] == 6 and report.failed == 1
+        assert report.failures[0].path.endswith("sub") and "cannot list folder" in report.failures[0].reason
 
 
 def test_output_folder_that_cannot_be_made(images, tmp_path):
