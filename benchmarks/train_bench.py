@@ -10,7 +10,7 @@ achieved TFLOP/s (FLOPs counted by torch's FlopCounterMode) next to the card's p
 
     python benchmarks/train_bench.py                         # CPU, every architecture
     python benchmarks/train_bench.py --device cuda --peak-tflops 989   # H100 SXM dense bf16
-    python benchmarks/train_bench.py --arch unet --disc patchgan-ms --size 128 --batch-size 4 --steps 2
+    python benchmarks/train_bench.py --arch unet --disc patchgan-ms --size 256 --batch-size 4 --steps 2
 """
 
 from __future__ import annotations

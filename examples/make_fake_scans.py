@@ -27,7 +27,7 @@ import numpy as np
 from mangacolor.color import luma
 from mangacolor.errors import ImageReadError, ImageWriteError
 from mangacolor.imageio import list_images, read_image, write_image
-from mangacolor.prepare.lines import extract_lines
+from mangacolor.prepare.lines import METHODS, extract_lines
 
 # luma thresholds of the tone bands and the dot radius (fraction of the period) of each
 BANDS = ((40, None), (110, 0.42), (170, 0.25))  # (upper luma, dot radius); None = solid black
@@ -73,19 +73,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("colors", type=Path, help="folder of colour images (searched recursively)")
     parser.add_argument("scans", type=Path, help="output folder (PNG, same relative names)")
-    parser.add_argument("--method", default="sketch", help="prepare lines method: blur, sketch or xdog")
-    parser.add_argument("--period", type=float, default=6.0, help="screentone dot spacing in pixels")
+    parser.add_argument("--method", default="sketch", choices=METHODS, help="prepare lines method")
+    parser.add_argument("--period", type=float, default=6.0, help="screentone dot spacing in pixels (>= 2)")
     args = parser.parse_args()
+    if not args.period >= 2:  # also refuses nan
+        parser.error(f"--period must be at least 2 pixels. Got {args.period}")
+    if not args.colors.exists():
+        parser.error(f"{args.colors}: no such file or directory")
+    single = args.colors.is_file()
     failed = done = 0
     for src in list_images(args.colors):
-        dst = (args.scans / src.relative_to(args.colors)).with_suffix(".png")
+        dst = (
+            args.scans
+            if single and args.scans.suffix
+            else args.scans / src.relative_to(args.colors.parent if single else args.colors)
+        )
+        dst = dst.with_suffix(".png")
         try:
             write_image(dst, fake_scan(read_image(src, mode="RGB"), args.method, args.period))
             done += 1
         except (ImageReadError, ImageWriteError) as exc:
             print(f"failed: {exc}", file=sys.stderr)
             failed += 1
-    print(f"{done} scan(s) written to {args.scans}, {failed} failed", file=sys.stderr)
+    where = dst if single and done else args.scans
+    print(f"{done} scan(s) written to {where}, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
 
 

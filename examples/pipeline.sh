@@ -15,6 +15,10 @@
 # into scan-like pages by examples/make_fake_scans.py (lines + flat screentone, not luma) and stand in for
 # real scans; the other half is the colour domain.
 #
+# Running the script again on the same WORK_DIR finishes an interrupted run: finished stages are skipped and
+# the trainings resume (a larger STEPS trains them longer). Every other setting is that of the first run, so
+# use a new WORK_DIR for other settings.
+#
 # Settings (environment), toy-sized by default so that every stage runs in seconds; for a real model use
 # e.g. SIZE=256 STEPS=20000 WIDTH=64 DEPTH=8 BATCH=16:
 #   SIZE   training crop side (multiple of 2**DEPTH)   LOAD  long side images are shrunk to (2 x SIZE)
@@ -26,7 +30,7 @@
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
-    sed -n '2,25p' "$0" >&2
+    sed -n '2,29p' "$0" >&2
     exit 2
 fi
 COLOUR_DIR=$1
@@ -81,7 +85,7 @@ fi
 # 3. the scan generator (CycleGAN; only G_s is kept). Both domains are brought to the same scale (LOAD):
 #    real scans are often much larger than the colour art. Running the script again resumes the run.
 if [[ -f $WORK/scan_run/config.json ]]; then
-    mc train-scan --resume "$WORK/scan_run" >/dev/null
+    mc train-scan --resume "$WORK/scan_run" --steps "$STEPS" >/dev/null
 else
     mc train-scan "$SCANS" "$COLOUR" "$WORK/scan_run" --steps "$STEPS" --crop-size "$SIZE" --load-size "$LOAD" \
         --batch-size "$BATCH" --width "$SCAN_WIDTH" --blocks "$SCAN_BLOCKS" --device "$DEVICE" --sample-every 0 \
@@ -93,10 +97,11 @@ mc scan "$WORK/scan_run/model.safetensors" "$COLOUR" "$WORK/synthetic" --device 
 
 # 5. the colorizer on (synthetic scan, colour) pairs (again: resumed)
 if [[ -f $WORK/colour_run/config.json ]]; then
-    mc train-color --resume "$WORK/colour_run" >/dev/null
+    mc train-color --resume "$WORK/colour_run" --steps "$STEPS" >/dev/null
 else
     mc train-color "$COLOUR" "$WORK/colour_run" --input-dir "$WORK/synthetic" --steps "$STEPS" --crop-size "$SIZE" \
-        --batch-size "$BATCH" --width "$WIDTH" --depth "$DEPTH" --device "$DEVICE" --sample-every 0 >/dev/null
+        --load-size "$LOAD" --batch-size "$BATCH" --width "$WIDTH" --depth "$DEPTH" --device "$DEVICE" \
+        --sample-every 0 >/dev/null
 fi
 
 # 6. colorize the scans

