@@ -115,6 +115,7 @@ def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, scans: Path |
         disc["base_width"] = args.d_width
     kwargs = common_train_kwargs(args, data, SCAN_INPUTS.get(kind, kind), args.arch, model)
     kwargs.update(input_dir=str(scans) if kind in SCAN_INPUTS else None, discriminator=disc, gan_weight=args.gan_weight)
+    kwargs.update(perceptual_weight=args.perceptual)
     return kwargs
 
 
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-config", default="{}", help="generator config fields as a JSON object")
     parser.add_argument("--d-width", type=int, default=None, help="PatchGAN base width")
     parser.add_argument("--gan-weight", type=float, default=1.0, help="0: L1 only")
+    parser.add_argument(
+        "--perceptual", type=float, default=0.0, help="VGG16 perceptual loss weight (train-color --perceptual)"
+    )
     parser.add_argument("--train-inputs", nargs="+", default=["luma", "lines", "mix"], choices=TRAIN_INPUTS)
     parser.add_argument("--scan-model", type=Path, default=None, help="scan generator for --train-inputs scans")
     parser.add_argument(

@@ -81,3 +81,16 @@ def deny_listing(monkeypatch: pytest.MonkeyPatch, folder_name: str) -> None:
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
+
+
+@pytest.fixture(scope="session")
+def random_vgg(tmp_path_factory) -> Path:
+    """VGG16's convolution stack with random weights (seed 0), float16 ``.safetensors`` in torchvision's key names."""
+    from safetensors.torch import save_file
+
+    from mangacolor.models.blocks import vgg16_features
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vgg") / "vgg16_features_random.safetensors"
+    save_file({f"features.{k}": v.half() for k, v in vgg16_features().state_dict().items()}, str(path))
+    return path

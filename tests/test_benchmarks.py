@@ -52,9 +52,10 @@ def test_compare_inputs_scores_every_training_input_on_both_heldout_kinds(demo, 
     assert len(tone) == report["heldout_images"] and "are ink pages for --merge auto" in again.stderr
 
 
-def test_compare_inputs_trains_on_synthetic_scans(demo, tmp_path, scan_checkpoint):
+def test_compare_inputs_trains_on_synthetic_scans(demo, tmp_path, scan_checkpoint, random_vgg):
     out = tmp_path / "scans"
     args = ["--steps", "2", "--train-inputs", "scans", "scans+lines", "--heldout", "lines"]
+    args += ["--perceptual", "1", "--vgg-weights", str(random_vgg)]
     proc = _run("compare_inputs.py", str(demo), str(out), *args, "--scan-model", str(scan_checkpoint))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "results.json").read_text())
@@ -64,6 +65,7 @@ def test_compare_inputs_trains_on_synthetic_scans(demo, tmp_path, scan_checkpoin
     inputs = [json.loads((out / "runs" / k / "config.json").read_text()) for k in ("scans", "scans+lines")]
     scans = str(out / "scans")
     assert [(c["input_dir"], c["input_kind"]) for c in inputs] == [(scans, "luma"), (scans, "mix")]
+    assert all(c["perceptual_weight"] == 1 and c["vgg_weights"] == str(random_vgg) for c in inputs)
     missing = _run("compare_inputs.py", str(demo), str(tmp_path / "m"), "--train-inputs", "scans+lines")
     assert missing.returncode == 2 and "need --scan-model" in missing.stderr
 

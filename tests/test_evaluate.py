@@ -315,13 +315,9 @@ def test_contact_sheet_mixes_grey_and_colour():
         contact_sheet([])
 
 
-def test_evaluate_folders_with_lpips(folders, tmp_path):
+def test_evaluate_folders_with_lpips(folders, random_vgg):
     pytest.importorskip("lpips")
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    vgg = tmp_path / "vgg.safetensors"
-    save_file({f"features.{k}": v.half() for k, v in vgg16_features().state_dict().items()}, str(vgg))
+    vgg = random_vgg
     pred, truth = folders
     result = evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, vgg_weights=str(vgg), device="cpu"))
     by_name = {s.name: s for s in result.images}
@@ -330,13 +326,9 @@ def test_evaluate_folders_with_lpips(folders, tmp_path):
     assert result.means()["lpips"] is not None and "lpips" not in result.notes
 
 
-def test_lpips_of_tiny_and_thin_images(tmp_path):
+def test_lpips_of_tiny_and_thin_images(tmp_path, random_vgg):
     pytest.importorskip("lpips")
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    vgg = tmp_path / "vgg.safetensors"
-    save_file({f"features.{k}": v.half() for k, v in vgg16_features().state_dict().items()}, str(vgg))
+    vgg = random_vgg
     pred, truth = tmp_path / "pred", tmp_path / "truth"
     for name, (h, w) in {"dot": (1, 1), "small": (8, 8), "thin": (600, 6)}.items():
         write_image(truth / f"{name}.png", np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8))
