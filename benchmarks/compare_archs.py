@@ -284,8 +284,15 @@ def common_train_kwargs(
         device=args.device,
         sample_every=0,
         save_every=0,
-        vgg_weights=args.vgg_weights,
+        vgg_weights=args.vgg_weights if _uses_vgg(arch, getattr(args, "perceptual", 0.0)) else None,
     )
+
+
+def _uses_vgg(arch: str, perceptual: float) -> bool:
+    """Whether a training of ``arch`` uses VGG16: a perceptual loss, SGRU's collection loss on several
+    outputs, or the reference model's style encoder (initialised with VGG16's first layers)."""
+    config = get_spec(arch).config_cls()
+    return perceptual > 0 or getattr(config, "num_outputs", 1) > 1 or hasattr(config, "style_widths")
 
 
 def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, arch: str, l1_only: bool) -> dict[str, Any]:
