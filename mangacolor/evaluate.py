@@ -707,9 +707,9 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
         try:
             lpips_net = load_lpips(config.vgg_weights).to(device)
         except WeightsNotFoundError as exc:
-            if config.vgg_weights:  # a file that was asked for must exist
+            if config.vgg_weights and lpips_heads_path() is not None:  # a file that was asked for must exist
                 raise
-            result.notes["lpips"] = str(exc)
+            result.notes["lpips"] = str(exc)  # no VGG16 in the cache, or no lpips package: LPIPS is left out
     else:
         result.notes["lpips"] = "not asked for"
     fid: FIDAccumulator | None = None

