@@ -34,6 +34,13 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 Image.MAX_IMAGE_PIXELS = None
 
 
+def folder_error_reason(exc: OSError) -> str:
+    """Why a folder could not be created or used, in a few words: a file in the way, or the system's reason."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return "a file is in the way"
+    return exc.strerror or str(exc)
+
+
 def is_image_path(path: str | Path) -> bool:
     """Whether ``path`` has one of the image endings in :data:`IMAGE_EXTENSIONS`."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from mangacolor.errors import FileError, MangacolorError
-from mangacolor.imageio import SameStemFinder, list_images, read_image, write_image
+from mangacolor.imageio import SameStemFinder, folder_error_reason, list_images, read_image, write_image
 from mangacolor.report import BatchReport, FileResult
 
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp")
@@ -371,8 +371,7 @@ def make_output_root(output_root: Path) -> None:
         if not os.access(output_root, os.W_OK | os.X_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as exc:
-        reason = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
-        raise MangacolorError(f"{output_root}: cannot create the output folder ({reason or exc})") from None
+        raise MangacolorError(f"{output_root}: cannot create the output folder ({folder_error_reason(exc)})") from None
 
 
 def image_jobs(

@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mangacolor.errors import MangacolorError
+from mangacolor.imageio import folder_error_reason
 from mangacolor.training.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -533,8 +534,7 @@ def _run_folder_lock(run_path: Path) -> Iterator[None]:
         run_path.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        reason = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
-        raise MangacolorError(f"{run_path}: cannot use as a run folder ({reason or exc})") from None
+        raise MangacolorError(f"{run_path}: cannot use as a run folder ({folder_error_reason(exc)})") from None
     try:
         try:
             import fcntl
@@ -622,8 +622,7 @@ def run_training(
     taken = (run_path / RESUME_FILE).exists()  # config.json alone: a run that died before its first save
     if ctx.distributed:
         dist.barrier()  # every rank has looked before rank 0 writes anything
-    if taken and not resume:
-        check_run_folder_free(run_path, resume)  # raises
+    check_run_folder_free(run_path, resume)
     if resume and not taken:
         log.warning("%s: no resume state (%s) saved yet: starting from step 0", run_path, RESUME_FILE)
         resume = False

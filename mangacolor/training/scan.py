@@ -306,9 +306,7 @@ class ScanTask:
             raise MangacolorError(f"{config.discriminator_arch} is not a discriminator")
         if config.gan_loss not in SCAN_GAN_LOSSES:
             raise MangacolorError(f"--gan-loss must be one of {', '.join(SCAN_GAN_LOSSES)}. Got {config.gan_loss!r}")
-        if config.identity_weight < 0 or config.cycle_weight < 0:
-            raise MangacolorError("--cycle-weight and --identity-weight must be >= 0")
-        check_training_options(config)
+        check_training_options(config)  # with the loss weights (finite, >= 0)
         self._last: dict[str, torch.Tensor] | None = None
         self.train_set: UnpairedDataset | None = None
 

@@ -99,6 +99,10 @@ def test_scan_trainer_checks_its_options_too(color_folder, tmp_path):
         app, ["train-scan", str(color_folder), str(color_folder), str(tmp_path / "r"), "--load-size", "-3"]
     )
     assert result.exit_code == 2 and "--load-size must be >= 1" in result.stderr
+    result = runner.invoke(
+        app, ["train-scan", str(color_folder), str(color_folder), str(tmp_path / "r"), "--cycle-weight", "-1"]
+    )
+    assert result.exit_code == 2 and "--cycle-weight must be >= 0. Got -1" in result.stderr
 
 
 def test_scan_trainer_checks_sizes_before_reading_the_folders(tmp_path):
