@@ -216,10 +216,14 @@ def split_and_prepare(args: argparse.Namespace) -> tuple[int, Path, list[str]] |
 
     Returns:
         (number of training files, the training folder, held-out names), or ``None`` (logged) when
-        fewer than 2 images are held out.
+        ``args.data`` cannot be listed or fewer than 2 images are held out.
     """
+    try:
+        files = list(list_images(args.data))[: args.limit]
+    except MangacolorError as exc:
+        _log(f"error: {exc}")
+        return None
     args.out.mkdir(parents=True, exist_ok=True)
-    files = list(list_images(args.data))[: args.limit]
     train_files, held = split_files(files, args.val_fraction)
     data = _link_training_files(train_files, args.data, args.out)
     names = _prepare_heldout(held, args.data, args.out, args.size, args.lines_method)

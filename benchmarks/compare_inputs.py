@@ -21,8 +21,10 @@ pages (:func:`_make_tone_heldout`), colorized with ``--merge-tone`` (default ``a
 
 Writes ``OUT/results.md`` (also printed), ``OUT/results.json``, contact sheets in ``OUT/sheets/``
 and every run, prediction and evaluation under ``OUT/``. Running it again on the same ``OUT`` reuses
-the finished trainings (``OUT/runs/KIND/train.json``) and scores them again, e.g. with another
-``--merge-lines``; a training cut short starts over. Usage::
+the finished trainings (``OUT/runs/KIND/train.json``, which records the training settings; a call
+with other settings is refused) and scores them again, e.g. with another ``--merge-lines``; a
+training cut short starts over. ``--train-config`` sets any other ``train-color`` field (learning
+rates and schedule, loss weights, ``load_size`` to crop from larger images). Usage::
 
     python benchmarks/compare_inputs.py DATA OUT --steps 20000 --size 256 --vgg-weights vgg16.safetensors
     python benchmarks/compare_inputs.py DATA OUT --steps 900 --size 128 --batch-size 16 \\
@@ -39,7 +41,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import cv2
 from compare_archs import (
@@ -62,6 +65,24 @@ from mangacolor.models import get_spec, list_models
 TRAIN_INPUTS = ("luma", "lines", "mix", "scans", "scans+lines")
 SCAN_INPUTS = {"scans": "luma", "scans+lines": "mix"}  # train-color --input with --input-dir scans
 HELDOUT_KINDS = ("luma", "lines", "tone")
+SET_BY_SCRIPT = {"data", "run_dir", "steps", "input_kind", "input_dir", "aligned"}
+"""Training fields this script sets per model; ``--train-config`` may set the others."""
+OWN_OPTIONS = {
+    "arch": "--arch",
+    "model": "--model-config",
+    "discriminator": "--d-width",
+    "gan_weight": "--gan-weight",
+    "perceptual_weight": "--perceptual",
+    "crop_size": "--size",
+    "batch_size": "--batch-size",
+    "lines_method": "--lines-method",
+    "vgg_weights": "--vgg-weights",
+    "device": "--device",
+    "seed": "--seed",
+}
+"""Training fields with an option of their own here."""
+UNRECORDED = {"device", "num_workers", "log_every", "sample_every", "save_every", "compile", "channels_last"}
+"""Fields that do not change what a training learns; a finished run is reused whatever they were."""
 TONE_SCALE = 4
 """Held-out screentoned pages are drawn at this multiple of ``--size``, as scans are larger than the working size."""
 
@@ -116,7 +137,56 @@ def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, scans: Path |
     kwargs = common_train_kwargs(args, data, SCAN_INPUTS.get(kind, kind), args.arch, model)
     kwargs.update(input_dir=str(scans) if kind in SCAN_INPUTS else None, discriminator=disc, gan_weight=args.gan_weight)
     kwargs.update(perceptual_weight=args.perceptual)
+    kwargs.update(args.train_config)
     return kwargs
+
+
+def _settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The training settings a finished run is reused for: all but where and on what it ran."""
+    return json.loads(json.dumps({k: v for k, v in kwargs.items() if k not in UNRECORDED}, default=str))
+
+
+def _of_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a config field's type hint (numbers, text, flags, lists, objects)."""
+    origin, parts = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return any(_of_type(value, part) for part in parts)
+    if hint in (bool, str, type(None)):
+        return isinstance(value, hint)
+    if hint in (int, float):
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        items = parts[:1] * len(value) if origin is list or parts[-1:] == (Ellipsis,) else parts
+        return isinstance(value, list) and len(items) == len(value) and all(map(_of_type, value, items))
+    return True
+
+
+def _check_train_config(config: Any) -> str:
+    """Why ``--train-config`` cannot be used ('' when it can)."""
+    from dataclasses import fields
+
+    from mangacolor.training.colorizer import ColorTrainConfig
+    from mangacolor.training.loop import check_training_options
+
+    if not isinstance(config, dict):
+        return '--train-config takes a JSON object, e.g. \'{"l1_weight": 10, "decay_start": 1.0}\''
+    known = {f.name for f in fields(ColorTrainConfig)} - SET_BY_SCRIPT - set(OWN_OPTIONS)
+    if flagged := [f"{OWN_OPTIONS[k]} (not {k})" for k in config if k in OWN_OPTIONS]:
+        return f"--train-config: use {', '.join(flagged)}"
+    if unknown := sorted(set(config) - known):
+        return f"--train-config: {', '.join(unknown)} cannot be set here (fields: {', '.join(sorted(known))})"
+    hints = get_type_hints(ColorTrainConfig)
+    if wrong := [f"{k} ({getattr(hints[k], '__name__', hints[k])})" for k, v in config.items() if not _of_type(v, hints[k])]:
+        return f"--train-config: a value of the wrong type for {', '.join(wrong)}"
+    try:
+        check_training_options(ColorTrainConfig(data="", run_dir="", **config))
+    except MangacolorError as exc:
+        return f"--train-config: {exc}"
+    except (TypeError, ValueError) as exc:
+        return f"--train-config: a value of the wrong type in {json.dumps(config)} ({exc})"
+    return ""
 
 
 def results_table(entries: list[Entry]) -> str:
@@ -138,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gan-weight", type=float, default=1.0, help="0: L1 only")
     parser.add_argument(
         "--perceptual", type=float, default=0.0, help="VGG16 perceptual loss weight (train-color --perceptual)"
+    )
+    parser.add_argument(
+        "--train-config",
+        default="{}",
+        help="other train-color fields as a JSON object, e.g. '{\"l1_weight\": 10, \"lr_g\": 2e-4, \"decay_start\": 1.0}'",
     )
     parser.add_argument("--train-inputs", nargs="+", default=["luma", "lines", "mix"], choices=TRAIN_INPUTS)
     parser.add_argument("--scan-model", type=Path, default=None, help="scan generator for --train-inputs scans")
@@ -180,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         args.model_config = None
     if not isinstance(args.model_config, dict):
         parser.error("--model-config takes a JSON object, e.g. '{\"depth\": 7}'")
+    try:
+        args.train_config = json.loads(args.train_config)
+    except ValueError:
+        args.train_config = None
+    if problem := _check_train_config(args.train_config):
+        parser.error(problem)
     needs_scans = bool(set(args.train_inputs) & set(SCAN_INPUTS))
     if needs_scans and args.scan_model is None:
         parser.error("--train-inputs scans and scans+lines need --scan-model (a train-scan checkpoint)")
@@ -195,21 +276,26 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.train_inputs:
         run = out / "runs" / kind
         done = run / "train.json"
+        kwargs = _train_kwargs(args, data, kind, scans)
         if done.exists() and (run / "model.safetensors").exists():  # a finished training of an earlier call
             record = json.loads(done.read_text())
-            if record["steps"] == args.steps:
-                models[kind] = (run / "model.safetensors", record["steps"], record["seconds"], "")
-                _log(f"== {kind}: reusing the finished training in {run}")
-                continue
-            raise SystemExit(f"{run} was trained for {record['steps']} steps, not {args.steps}: give another OUT")
+            if record["steps"] != args.steps:
+                raise SystemExit(f"{run} was trained for {record['steps']} steps, not {args.steps}: give another OUT")
+            before, now = record.get("settings", {}), _settings(kwargs)
+            changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+            if before and changed:
+                raise SystemExit(f"{run} was trained with other {', '.join(changed)}: give another OUT")
+            models[kind] = (run / "model.safetensors", record["steps"], record["seconds"], "")
+            _log(f"== {kind}: reusing the finished training in {run}")
+            continue
         if run.exists():  # cut short in an earlier call: start over
             shutil.rmtree(run)
         _log(f"== training on {kind}: {args.steps} steps")
         try:
             start = time.perf_counter()
-            path, seconds = _train(_train_kwargs(args, data, kind, scans), run, args.steps)
+            path, seconds = _train(kwargs, run, args.steps)
             models[kind] = (path, args.steps, seconds, "")
-            done.write_text(json.dumps({"steps": args.steps, "seconds": seconds}))
+            done.write_text(json.dumps({"steps": args.steps, "seconds": seconds, "settings": _settings(kwargs)}))
             _log(f"   {seconds / 60:.1f} min ({time.perf_counter() - start:.0f} s with set-up)")
         except (MangacolorError, ValueError, RuntimeError) as exc:
             models[kind] = (None, 0, 0.0, (str(exc).splitlines() or [type(exc).__name__])[0])

@@ -50,6 +50,35 @@ def test_compare_inputs_scores_every_training_input_on_both_heldout_kinds(demo, 
     assert rows == [("lines", "input (no colour)"), ("lines", "mix"), ("tone", "input (no colour)"), ("tone", "mix")]
     tone = sorted((out / "heldout" / "tone").glob("*.png"))
     assert len(tone) == report["heldout_images"] and "are ink pages for --merge auto" in again.stderr
+    other = _run("compare_inputs.py", str(demo), str(out), "--steps", "2", "--train-inputs", "mix",
+                 "--train-config", '{"l1_weight": 10, "decay_start": 1.0}')  # fmt: skip
+    assert other.returncode != 0 and "was trained with other decay_start, l1_weight" in other.stderr
+
+
+def test_compare_inputs_train_config(demo, tmp_path):
+    out = tmp_path / "tc"
+    config = '{"l1_weight": 10, "lr_g": 0.0002, "load_size": 48, "gan_loss": "hinge"}'
+    proc = _run("compare_inputs.py", str(demo), str(out), "--steps", "1", "--train-inputs", "mix",
+                "--heldout", "luma", "--train-config", config)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((out / "runs" / "mix" / "config.json").read_text())
+    assert (run["l1_weight"], run["lr_g"], run["load_size"], run["gan_loss"], run["crop_size"]) == (
+        10, 0.0002, 48, "hinge", 32
+    )
+    assert json.loads((out / "runs" / "mix" / "train.json").read_text())["settings"]["l1_weight"] == 10
+    for bad, message in [
+        ("[1]", "takes a JSON object"),
+        ('{"seed": 1}', "use --seed (not seed)"),
+        ('{"steps": 9}', "steps cannot be set here"),
+        ('{"lr_g": -1}', "--lr-g must be > 0"),
+        ('{"l1_weight": "x"}', "a value of the wrong type"),
+    ]:
+        refused = _run("compare_inputs.py", str(demo), str(tmp_path / "bad"), "--train-config", bad)
+        assert refused.returncode == 2 and message in refused.stderr, (bad, refused.stderr[-500:])
+    assert not (tmp_path / "bad").exists()
+    missing = _run("compare_inputs.py", str(tmp_path / "nowhere"), str(tmp_path / "bad"))
+    assert missing.returncode == 2 and "nowhere: no such file or directory" in missing.stderr
+    assert "Traceback" not in missing.stderr and not (tmp_path / "bad").exists()
 
 
 def test_compare_inputs_trains_on_synthetic_scans(demo, tmp_path, scan_checkpoint, random_vgg):
