@@ -178,7 +178,8 @@ def _check_train_config(config: Any) -> str:
     if unknown := sorted(set(config) - known):
         return f"--train-config: {', '.join(unknown)} cannot be set here (fields: {', '.join(sorted(known))})"
     hints = get_type_hints(ColorTrainConfig)
-    if wrong := [f"{k} ({getattr(hints[k], '__name__', hints[k])})" for k, v in config.items() if not _of_type(v, hints[k])]:
+    wrong = [f"{k} ({getattr(hints[k], '__name__', hints[k])})" for k, v in config.items() if not _of_type(v, hints[k])]
+    if wrong:
         return f"--train-config: a value of the wrong type for {', '.join(wrong)}"
     try:
         check_training_options(ColorTrainConfig(data="", run_dir="", **config))
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--train-config",
         default="{}",
-        help="other train-color fields as a JSON object, e.g. '{\"l1_weight\": 10, \"lr_g\": 2e-4, \"decay_start\": 1.0}'",
+        help='other train-color fields as a JSON object, e.g. \'{"l1_weight": 10, "decay_start": 1.0}\'',
     )
     parser.add_argument("--train-inputs", nargs="+", default=["luma", "lines", "mix"], choices=TRAIN_INPUTS)
     parser.add_argument("--scan-model", type=Path, default=None, help="scan generator for --train-inputs scans")

@@ -63,7 +63,11 @@ def test_compare_inputs_train_config(demo, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((out / "runs" / "mix" / "config.json").read_text())
     assert (run["l1_weight"], run["lr_g"], run["load_size"], run["gan_loss"], run["crop_size"]) == (
-        10, 0.0002, 48, "hinge", 32
+        10,
+        0.0002,
+        48,
+        "hinge",
+        32,
     )
     assert json.loads((out / "runs" / "mix" / "train.json").read_text())["settings"]["l1_weight"] == 10
     for bad, message in [
