@@ -24,7 +24,9 @@ and every run, prediction and evaluation under ``OUT/``. Running it again on the
 the finished trainings (``OUT/runs/KIND/train.json``, which records the training settings; a call
 with other settings is refused) and scores them again, e.g. with another ``--merge-lines``; a
 training cut short starts over. ``--train-config`` sets any other ``train-color`` field (learning
-rates and schedule, loss weights, ``load_size`` to crop from larger images). Usage::
+rates and schedule, loss weights, ``load_size`` to crop from larger images). ``--score-model
+NAME=CHECKPOINT`` scores a colorizer trained elsewhere (the shipped default, a long GPU run) in the
+same table. Usage::
 
     python benchmarks/compare_inputs.py DATA OUT --steps 20000 --size 256 --vgg-weights vgg16.safetensors
     python benchmarks/compare_inputs.py DATA OUT --steps 900 --size 128 --batch-size 16 \\
@@ -163,6 +165,27 @@ def _of_type(value: Any, hint: Any) -> bool:
     return True
 
 
+def _parse_score_models(items: list[str], train_inputs: list[str]) -> tuple[dict[str, Path], str]:
+    """``--score-model NAME=CHECKPOINT`` values: ({name: checkpoint}, why they cannot be used or '')."""
+    from mangacolor.checkpoint import read_info
+
+    scored: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            return {}, f"--score-model takes NAME=CHECKPOINT, not {item!r}"
+        if name in scored or name in train_inputs or name in TRAIN_INPUTS or "/" in name or name.startswith("."):
+            return {}, f"--score-model: {name!r} is taken or not a usable name; give each model its own name"
+        try:
+            info = read_info(path)
+        except MangacolorError as exc:
+            return {}, f"--score-model: {exc}"
+        if info.task != "colorize":
+            return {}, f"--score-model: {path}: a {info.task} model, not a colorizer"
+        scored[name] = Path(path)
+    return scored, ""
+
+
 def _check_train_config(config: Any) -> str:
     """Why ``--train-config`` cannot be used ('' when it can)."""
     from dataclasses import fields
@@ -215,7 +238,20 @@ def main(argv: list[str] | None = None) -> int:
         default="{}",
         help='other train-color fields as a JSON object, e.g. \'{"l1_weight": 10, "decay_start": 1.0}\'',
     )
-    parser.add_argument("--train-inputs", nargs="+", default=["luma", "lines", "mix"], choices=TRAIN_INPUTS)
+    parser.add_argument(
+        "--score-model",
+        action="append",
+        default=[],
+        metavar="NAME=CHECKPOINT",
+        help="also score this colorizer (e.g. default=assets/default.safetensors); repeatable",
+    )
+    parser.add_argument(
+        "--train-inputs",
+        nargs="*",
+        default=["luma", "lines", "mix"],
+        choices=TRAIN_INPUTS,
+        help="models to train (default: luma lines mix; none: only score --score-model)",
+    )
     parser.add_argument("--scan-model", type=Path, default=None, help="scan generator for --train-inputs scans")
     parser.add_argument(
         "--heldout",
@@ -262,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         args.train_config = None
     if problem := _check_train_config(args.train_config):
         parser.error(problem)
+    scored, problem = _parse_score_models(args.score_model, args.train_inputs)
+    if problem:
+        parser.error(problem)
     needs_scans = bool(set(args.train_inputs) & set(SCAN_INPUTS))
     if needs_scans and args.scan_model is None:
         parser.error("--train-inputs scans and scans+lines need --scan-model (a train-scan checkpoint)")
@@ -301,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         except (MangacolorError, ValueError, RuntimeError) as exc:
             models[kind] = (None, 0, 0.0, (str(exc).splitlines() or [type(exc).__name__])[0])
             _log(f"   failed: {models[kind][3]}")
+
+    for name, path in scored.items():
+        models[name] = (path, 0, 0.0, "")
 
     if "tone" in args.heldout:
         ink_pages = _make_tone_heldout(out, names)

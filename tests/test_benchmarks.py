@@ -70,6 +70,21 @@ def test_compare_inputs_train_config(demo, tmp_path):
         32,
     )
     assert json.loads((out / "runs" / "mix" / "train.json").read_text())["settings"]["l1_weight"] == 10
+    trained = json.loads((out / "results.json").read_text())["entries"][1]  # the mix model on held-out luma
+    model = out / "runs" / "mix" / "model.safetensors"
+    scored = _run("compare_inputs.py", str(demo), str(out), "--train-inputs", "--heldout", "luma",
+                  "--score-model", f"mine={model}")  # fmt: skip
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())["entries"]
+    assert [e["model"] for e in rows] == ["input (no colour)", "mine"] and "| luma | mine | – | – |" in scored.stdout
+    assert rows[1]["metrics"]["psnr"] == pytest.approx(trained["metrics"]["psnr"]) and not rows[1]["error"]
+    for bad, message in [
+        (["--score-model", "mix=" + str(model)], "'mix' is taken"),
+        (["--score-model", "x"], "takes NAME=CHECKPOINT"),
+        (["--score-model", f"x={tmp_path / 'none.safetensors'}"], "none.safetensors"),
+    ]:
+        refused = _run("compare_inputs.py", str(demo), str(tmp_path / "bad"), *bad)
+        assert refused.returncode == 2 and message in refused.stderr, (bad, refused.stderr[-500:])
     for bad, message in [
         ("[1]", "takes a JSON object"),
         ('{"seed": 1}', "use --seed (not seed)"),
