@@ -75,7 +75,6 @@ OWN_OPTIONS = {
     "discriminator": "--d-width",
     "gan_weight": "--gan-weight",
     "perceptual_weight": "--perceptual",
-    "crop_size": "--size",
     "batch_size": "--batch-size",
     "lines_method": "--lines-method",
     "vgg_weights": "--vgg-weights",
@@ -261,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         help="held-out inputs: luma, lines, tone (screentoned pages at 4x size, merge auto)",
     )
     parser.add_argument("--steps", type=int, default=2000, help="optimisation steps per model")
-    parser.add_argument("--size", type=int, default=256, help="training crop, image long side and working size")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=256,
+        help="held-out long side, working size and training crop (unless --train-config sets crop_size)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--val-fraction", type=float, default=0.1, help="held-out share (by file-name hash)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images of DATA")
