@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import torch
+
+from mangacolor import checkpoint
+from mangacolor.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,3 +128,41 @@ def test_compare_archs_with_the_l1_baseline(demo, tmp_path):
     report = json.loads((out / "results.json").read_text())
     assert [e["model"] for e in report["entries"]] == ["input (no colour)", "unet", "unet (L1 only)"]
     assert all(not e["error"] for e in report["entries"]) and report["entries"][1]["steps"] >= 1
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_norm_stats_scores_running_and_per_image_statistics(color_folder, toy_checkpoint, tmp_path):
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    for path in color_folder.iterdir():
+        cv2.imwrite(str(grey / path.name), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+    instance = tmp_path / "instance.safetensors"
+    checkpoint.save(instance, create_model("unet", base_width=4, depth=3, norm="instance"), {"working_size": 32})
+    script = [sys.executable, str(ROOT / "benchmarks" / "norm_stats.py")]
+    for model, own in [(toy_checkpoint, r"\d+\.\d\d"), (instance, r"– \(no batch norm\)")]:
+        proc = subprocess.run([*script, str(model), str(color_folder), str(grey)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert re.search(rf"^\| grey \| 8 \| \d+\.\d\d \| {own} \|$", proc.stdout, re.M), proc.stdout
+    unmatched = tmp_path / "other"
+    unmatched.mkdir()
+    cv2.imwrite(str(unmatched / "zzz.png"), np.zeros((8, 8), np.uint8))
+    proc = subprocess.run(
+        [*script, str(toy_checkpoint), str(color_folder), str(unmatched)], capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "other: no image matches one in" in proc.stderr
+
+    net = create_model("unet", base_width=4, depth=3).eval()
+    net(torch.rand(2, 1, 32, 32))  # eval mode: running statistics stay at their start values
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    assert _load_script("norm_stats").use_image_statistics(net) == len(before) // 2 > 0
+    x = torch.rand(1, 1, 32, 32) * 5
+    out = net(x)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # running statistics unchanged
+    net.eval()
+    assert not torch.allclose(out, net(x))  # the image's own statistics, not the running ones, were used

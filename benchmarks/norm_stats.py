@@ -1,0 +1,92 @@
+"""Do a colorizer's batch-norm statistics suit each kind of input it is given?
+
+A network with batch norm normalises at inference with the *running* statistics it gathered in
+training. A model trained on two kinds of input at once (``train-color --input mix``: greyscale
+and line art, half each per batch) gathers statistics of the blend, which may suit neither kind on
+its own. This script colorizes held-out inputs twice, with the running statistics (what
+``colorize`` does) and with each image's own statistics (batch norm run in training mode on a batch
+of one; running statistics left unchanged), and prints the PSNR (RGB, raw output: ``--merge none``)
+against the truth for each. A large gap in favour of the image's own statistics on one kind of
+input says the running statistics are wrong for it; a model without batch norm prints one column.
+
+Inputs and truth are matched by file stem (``compare_inputs.py`` writes them as
+``OUT/heldout/KIND/`` and ``OUT/heldout/truth/``). Usage::
+
+    python benchmarks/norm_stats.py runs/mix/model.safetensors OUT/heldout/truth \\
+        OUT/heldout/luma OUT/heldout/lines --size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mangacolor import checkpoint
+from mangacolor.errors import MangacolorError
+from mangacolor.imageio import list_images, read_image
+from mangacolor.inference import Translator
+
+
+def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images of one shape (capped at 100 dB for identical images)."""
+    mse = float(np.mean((pred.astype(np.float64) - truth.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
+
+
+def use_image_statistics(model: torch.nn.Module) -> int:
+    """Make every batch-norm layer normalise with the statistics of the batch it is given, leaving
+    its running statistics unchanged (momentum 0). Returns the number of such layers."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for layer in layers:
+        layer.train()
+        layer.momentum = 0.0
+    return len(layers)
+
+
+def score(model_path: Path, truth: Path, inputs: Path, size: int | None, limit: int | None) -> dict[str, float]:
+    """Mean PSNR of the raw outputs on ``inputs`` with running statistics and, where the model has
+    batch norm, with each image's own statistics."""
+    truths = {p.stem: p for p in list_images(truth)}
+    pairs = [(p, truths[p.stem]) for p in list_images(inputs) if p.stem in truths][:limit]
+    if not pairs:
+        raise MangacolorError(f"{inputs}: no image matches one in {truth} by name")
+    results: dict[str, float] = {}
+    for mode in ("running", "image"):
+        net, info = checkpoint.load(model_path)
+        translator = Translator(net, info, "cpu", size=size, merge="none")
+        if mode == "image" and use_image_statistics(translator.model) == 0:
+            break
+        with torch.no_grad():
+            values = [psnr(translator(read_image(x, mode=None))[0], read_image(y, mode="RGB")) for x, y in pairs]
+        results[mode] = float(np.mean(values))
+    results["images"] = len(pairs)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path, help="colorizer checkpoint (.safetensors)")
+    parser.add_argument("truth", type=Path, help="folder of colour truth images")
+    parser.add_argument("inputs", type=Path, nargs="+", help="folders of inputs, one per kind")
+    parser.add_argument("--size", type=int, default=None, help="working size (default: the checkpoint's)")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N images of each folder")
+    args = parser.parse_args(argv)
+    print("| inputs | images | PSNR, running statistics | PSNR, each image's own statistics |")
+    print("| --- | ---: | ---: | ---: |")
+    try:
+        for inputs in args.inputs:
+            r = score(args.model, args.truth, inputs, args.size, args.limit)
+            own = f"{r['image']:.2f}" if "image" in r else "– (no batch norm)"
+            print(f"| {inputs.name} | {r['images']:.0f} | {r['running']:.2f} | {own} |", flush=True)
+    except MangacolorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
