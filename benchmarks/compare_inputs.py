@@ -67,8 +67,12 @@ from mangacolor.models import get_spec, list_models
 TRAIN_INPUTS = ("luma", "lines", "mix", "scans", "scans+lines")
 SCAN_INPUTS = {"scans": "luma", "scans+lines": "mix"}  # train-color --input with --input-dir scans
 HELDOUT_KINDS = ("luma", "lines", "tone")
-SET_BY_SCRIPT = {"data", "run_dir", "steps", "input_kind", "input_dir", "aligned"}
-"""Training fields this script sets per model; ``--train-config`` may set the others."""
+SET_BY_SCRIPT = {"data", "run_dir", "steps", "input_kind", "input_dir", "aligned", "test_fraction"}
+"""Training fields this script sets per model; ``--train-config`` may set the others.
+
+A ``val_fraction`` given there holds out the next share of the file-name hash range after the
+held-out split (``test_fraction`` is set to ``--val-fraction``), so best.safetensors is picked on
+images that are neither trained on nor scored."""
 OWN_OPTIONS = {
     "arch": "--arch",
     "model": "--model-config",
@@ -139,6 +143,8 @@ def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, scans: Path |
     kwargs.update(input_dir=str(scans) if kind in SCAN_INPUTS else None, discriminator=disc, gan_weight=args.gan_weight)
     kwargs.update(perceptual_weight=args.perceptual)
     kwargs.update(args.train_config)
+    if kwargs.get("val_fraction"):  # validation from the training files, past the held-out share
+        kwargs["test_fraction"] = args.val_fraction
     return kwargs
 
 
@@ -185,8 +191,8 @@ def _parse_score_models(items: list[str], train_inputs: list[str]) -> tuple[dict
     return scored, ""
 
 
-def _check_train_config(config: Any) -> str:
-    """Why ``--train-config`` cannot be used ('' when it can)."""
+def _check_train_config(config: Any, held_out: float) -> str:
+    """Why ``--train-config`` cannot be used ('' when it can); ``held_out`` is ``--val-fraction``."""
     from dataclasses import fields
 
     from mangacolor.training.colorizer import ColorTrainConfig
@@ -204,7 +210,8 @@ def _check_train_config(config: Any) -> str:
     if wrong:
         return f"--train-config: a value of the wrong type for {', '.join(wrong)}"
     try:
-        check_training_options(ColorTrainConfig(data="", run_dir="", **config))
+        test_fraction = held_out if config.get("val_fraction") else 0.0
+        check_training_options(ColorTrainConfig(data="", run_dir="", **config, test_fraction=test_fraction))
     except MangacolorError as exc:
         return f"--train-config: {exc}"
     except (TypeError, ValueError) as exc:
@@ -300,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         args.train_config = json.loads(args.train_config)
     except ValueError:
         args.train_config = None
-    if problem := _check_train_config(args.train_config):
+    if problem := _check_train_config(args.train_config, args.val_fraction):
         parser.error(problem)
     scored, problem = _parse_score_models(args.score_model, args.train_inputs)
     if problem:

@@ -64,17 +64,28 @@ def ensure_min_side(image: np.ndarray, min_side: int) -> np.ndarray:
     return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=white)
 
 
-def split_files(files: list[Path], val_fraction: float, seed_key: str = "") -> tuple[list[Path], list[Path]]:
-    """Split files into train / validation by a stable hash of their names (never changes between runs)."""
+def split_files(
+    files: list[Path], val_fraction: float, seed_key: str = "", skip_fraction: float = 0.0
+) -> tuple[list[Path], list[Path]]:
+    """Split files into train / validation by a stable hash of their names (never changes between runs).
+
+    Each name hashes to a number in [0, 1). Names below ``skip_fraction`` are in neither list (a test
+    split kept apart from training and validation alike); the next ``val_fraction`` of the range is
+    the validation list, the rest the training list. ``split_files(files, f)`` is therefore the
+    held-out split that ``split_files(files, v, skip_fraction=f)`` leaves out.
+    """
     import hashlib
 
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1). Got {val_fraction}")
+    if not 0.0 <= skip_fraction < 1.0 or skip_fraction + val_fraction >= 1.0:
+        raise ValueError(f"skip_fraction must be in [0, 1 - val_fraction). Got {skip_fraction}")
     train, val = [], []
     for path in files:
         digest = hashlib.sha1((seed_key + path.name).encode("utf-8")).digest()
         bucket = int.from_bytes(digest[:8], "big") / 2**64
-        (val if bucket < val_fraction else train).append(path)
+        if bucket >= skip_fraction:
+            (val if bucket < skip_fraction + val_fraction else train).append(path)
     if val_fraction > 0 and not val and len(train) > 1:
         val.append(train.pop(math.floor(len(train) / 2)))
     return train, val

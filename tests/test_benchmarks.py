@@ -65,13 +65,16 @@ def test_compare_inputs_scores_every_training_input_on_both_heldout_kinds(demo, 
 
 def test_compare_inputs_train_config(demo, tmp_path):
     out = tmp_path / "tc"
-    config = '{"l1_weight": 10, "lr_g": 0.0002, "load_size": 64, "crop_size": 48, "gan_loss": "hinge"}'
+    config = (
+        '{"l1_weight": 10, "lr_g": 0.0002, "load_size": 64, "crop_size": 48, "gan_loss": "hinge", "val_fraction": 0.2}'
+    )
     proc = _run("compare_inputs.py", str(demo), str(out), "--steps", "1", "--train-inputs", "mix",
                 "--heldout", "luma", "--train-config", config)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((out / "runs" / "mix" / "config.json").read_text())
     fields = ("l1_weight", "lr_g", "load_size", "crop_size", "gan_loss")
     assert [run[k] for k in fields] == [10, 0.0002, 64, 48, "hinge"]
+    assert (run["val_fraction"], run["test_fraction"]) == (0.2, 0.5)  # validation past the held-out share
     assert json.loads((out / "runs" / "mix" / "train.json").read_text())["settings"]["l1_weight"] == 10
     trained = json.loads((out / "results.json").read_text())["entries"][1]  # the mix model on held-out luma
     model = out / "runs" / "mix" / "model.safetensors"
@@ -94,6 +97,8 @@ def test_compare_inputs_train_config(demo, tmp_path):
         ('{"steps": 9}', "steps cannot be set here"),
         ('{"lr_g": -1}', "--lr-g must be > 0"),
         ('{"l1_weight": "x"}', "a value of the wrong type"),
+        ('{"test_fraction": 0.1}', "test_fraction cannot be set here"),
+        ('{"val_fraction": 0.6}', "together hold out every image"),  # with --val-fraction 0.5
     ]:
         refused = _run("compare_inputs.py", str(demo), str(tmp_path / "bad"), "--train-config", bad)
         assert refused.returncode == 2 and message in refused.stderr, (bad, refused.stderr[-500:])

@@ -68,3 +68,22 @@ def test_paired_inputs_mix_with_line_art_of_the_target(tmp_path, augment):
     assert 0.25 <= paired_share("mix") <= 0.75
     with pytest.raises(MangacolorError, match="--input mix"):
         ColorizationDataset(source, 32, input_kind="lines")
+
+
+def test_split_files_keeps_a_test_split_apart_from_training_and_validation():
+    from pathlib import Path
+
+    from mangacolor.data import split_files
+
+    files = [Path(f"page{i:03d}.png") for i in range(400)]
+    _, test = split_files(files, 0.1)  # the held-out split the benchmarks score on
+    _, test_and_val = split_files(files, 0.15)
+    train, val = split_files(files, 0.05, skip_fraction=0.1)
+    assert test and val and train
+    assert not set(test) & set(val) and not set(test) & set(train) and not set(val) & set(train)
+    assert set(test) | set(val) | set(train) == set(files)
+    assert set(val) == set(test_and_val) - set(test)  # the next 5 % of the hash range
+    assert split_files(files, 0.05, skip_fraction=0.0) == split_files(files, 0.05)
+    for bad in (-0.1, 1.0, 0.95):
+        with pytest.raises(ValueError, match="skip_fraction"):
+            split_files(files, 0.05, skip_fraction=bad)

@@ -97,7 +97,16 @@ def train_color(
     ] = None,
     freeze_encoder: Annotated[bool, typer.Option(help="Train the decoder only.")] = False,
     pretrain_steps: Annotated[int, typer.Option(min=0, help="Generator-only steps before the GAN (NoGAN).")] = 0,
-    val_fraction: Annotated[float, typer.Option(help="Share of files held out for validation L1.")] = 0.0,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of files held out (by name hash) for validation L1 and best.safetensors.")
+    ] = 0.0,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of files (by name hash) left out of training and validation alike: the held-out "
+            "split of benchmarks/compare_*.py --val-fraction, so best.safetensors is not picked on it."
+        ),
+    ] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
@@ -156,6 +165,7 @@ def train_color(
             freeze_encoder=freeze_encoder,
             pretrain_steps=pretrain_steps,
             val_fraction=val_fraction,
+            test_fraction=test_fraction,
             seed=seed,
             device=device,
             num_workers=workers,

@@ -91,6 +91,10 @@ class ColorTrainConfig:
         freeze_encoder: train the decoder only.
         pretrain_steps: generator-only steps before adversarial training (NoGAN).
         val_fraction: share of files held out (by name hash) for validation L1 and the best checkpoint.
+        test_fraction: share of files (by name hash) used neither for training nor for validation: the
+            test split that ``benchmarks/compare_*.py --val-fraction`` score on, so that the best
+            checkpoint is not picked on the images it is then scored on. Validation takes the next
+            ``val_fraction`` of the hash range.
         seed: seeds initialisation, data order and augmentation.
         device: ``auto``, ``cpu``, ``cuda``.
         num_workers: DataLoader worker processes.
@@ -133,6 +137,7 @@ class ColorTrainConfig:
     freeze_encoder: bool = False
     pretrain_steps: int = 0
     val_fraction: float = 0.0
+    test_fraction: float = 0.0
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
@@ -213,13 +218,16 @@ class ColorizerTask:
         source = make_source(config.data, config.input_dir, config.aligned)
         check_input_kind(source, config.input_kind)  # before the run folder is written
         files = [source.key(i) for i in range(len(source))]
-        train_files, val_files = split_files(files, config.val_fraction)
+        train_files, val_files = split_files(files, config.val_fraction, skip_fraction=config.test_fraction)
         if not train_files:
-            raise MangacolorError(
-                f"--val-fraction {config.val_fraction} holds out all {len(files)} images of {config.data}; "
-                "nothing is left to train on"
+            given = f"--val-fraction {config.val_fraction}" + (
+                f" with --test-fraction {config.test_fraction}" if config.test_fraction else ""
             )
-        self.train_source = source.subset(train_files) if val_files else source
+            raise MangacolorError(
+                f"{given} holds out all {len(files)} images of {config.data}; nothing is left to train on"
+            )
+        held_out = len(train_files) + len(val_files) < len(files)
+        self.train_source = source.subset(train_files) if val_files or held_out else source
         self.val_source = source.subset(val_files) if val_files else None
         self._last_batch: dict[str, torch.Tensor] | None = None
         self._last_fake: torch.Tensor | None = None
@@ -249,6 +257,8 @@ class ColorizerTask:
         self.num_outputs = int(getattr(self.generator, "num_outputs", 1))
         self._setup_encoder()
         self._setup_style()
+        if cfg.input_kind == "mix" and self._is_main():
+            self._warn_batch_norm_mix()
         device = ctx.device
         self.generator.to(device)
         self.discriminator.to(device)
@@ -288,6 +298,27 @@ class ColorizerTask:
             from mangacolor.losses import FeatureMatchingLoss
 
             self.feature_matching = FeatureMatchingLoss()
+
+    def _warn_batch_norm_mix(self) -> None:
+        """Warn that batch norm's running statistics blend the two kinds of input ``--input mix`` trains on.
+
+        At inference they match neither greyscale nor line art; on the demo corpus a batch-norm U-Net
+        trained on mix lost 5-7 dB on line art that instance norm keeps (docs/quality.md).
+        """
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.generator.modules()):
+            return
+        cfg = self.cfg
+        fix = (
+            'give --model-config \'{"norm": "instance"}\''
+            if getattr(self.generator.config, "norm", None) == "batch"
+            else "prefer a generator without batch norm"
+        )
+        log.warning(
+            "--input mix with a batch-norm %s: its running statistics blend greyscale and line-art inputs and "
+            "fit neither at inference; %s (docs/quality.md, 'Batch norm under mixed inputs')",
+            cfg.arch,
+            fix,
+        )
 
     def _setup_encoder(self) -> None:
         cfg = self.cfg
@@ -588,6 +619,8 @@ def train_colorizer(
             "gan_loss": config.gan_loss,
             "perceptual_weight": config.perceptual_weight,
             "batch_size": config.batch_size * ctx.world_size,
+            "val_fraction": config.val_fraction,
+            "test_fraction": config.test_fraction,
         }
         task.provenance = provenance
         return run_training(task, loop, config, ctx, provenance, resume=resume, on_step=on_step, stop=stop)

@@ -469,7 +469,8 @@ def check_training_options(cfg: Any) -> None:
     """Refuse option values no training can use, before any image is read or anything is written.
 
     ``cfg`` is a trainer's config: ``steps``, ``batch_size``, ``load_size``, ``lr_g``, ``lr_d``,
-    ``decay_start``, where it has one ``val_fraction``, and its loss weights (``*_weight``: finite, >= 0).
+    ``decay_start``, where it has them ``val_fraction`` and ``test_fraction``, and its loss weights
+    (``*_weight``: finite, >= 0).
 
     Raises:
         MangacolorError: the first bad value, named by its command-line option.
@@ -495,6 +496,15 @@ def check_training_options(cfg: Any) -> None:
         (
             0.0 <= getattr(cfg, "val_fraction", 0.0) < 1.0,
             f"--val-fraction must be in [0, 1). Got {getattr(cfg, 'val_fraction', 0.0)}",
+        ),
+        (
+            0.0 <= getattr(cfg, "test_fraction", 0.0) < 1.0,
+            f"--test-fraction must be in [0, 1). Got {getattr(cfg, 'test_fraction', 0.0)}",
+        ),
+        (
+            getattr(cfg, "test_fraction", 0.0) + getattr(cfg, "val_fraction", 0.0) < 1.0,
+            f"--test-fraction {getattr(cfg, 'test_fraction', 0.0)} and --val-fraction "
+            f"{getattr(cfg, 'val_fraction', 0.0)} together hold out every image; their sum must be < 1",
         ),
     ]
     for ok, message in checks:

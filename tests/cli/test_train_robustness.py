@@ -163,3 +163,38 @@ def test_l1_only_training_takes_crops_smaller_than_the_discriminator_needs(color
     assert refused.exit_code == 2 and "the smallest the discriminator takes" in refused.stderr
     result = _train(*args, "--gan-weight", "0")
     assert result.exit_code == 0, result.output
+
+
+def test_test_fraction_images_are_never_read_nor_used_for_validation(color_folder, tmp_path, caplog):
+    for i in range(8, 24):  # 24 drawings, so each share of the hash range has some
+        (color_folder / f"img{i}.png").write_bytes((color_folder / f"img{i % 8}.png").read_bytes())
+    files = sorted(color_folder.iterdir())
+    _, test = split_files(files, 0.3)
+    train, val = split_files(files, 0.3, skip_fraction=0.3)
+    assert test and val
+    for path in test:  # were a test image read, training or validation would report it unreadable
+        path.write_bytes(b"")
+    run = tmp_path / "run"
+    args = ["--steps", "2", "--val-fraction", "0.3", "--test-fraction", "0.3", *TOY, *QUIET]
+    result = _train(str(color_folder), str(run), *args)
+    assert result.exit_code == 0, result.output
+    assert "unreadable" not in caplog.text and "no validation" not in caplog.text
+    assert "val_l1" in (run / "metrics.jsonl").read_text()
+    info = runner.invoke(app, ["models", str(run / "model.safetensors"), "--json"])
+    provenance = json.loads(info.stdout)["provenance"]
+    assert provenance["data_files"] == len(train)
+    assert (provenance["val_fraction"], provenance["test_fraction"]) == (0.3, 0.3)
+
+
+@pytest.mark.parametrize(
+    ("fractions", "message"),
+    [
+        (["--test-fraction", "1"], "--test-fraction must be in [0, 1)"),
+        (["--test-fraction", "0.6", "--val-fraction", "0.4"], "together hold out every image"),
+    ],
+)
+def test_test_fraction_is_checked_before_anything_is_written(color_folder, tmp_path, fractions, message):
+    run = tmp_path / "run"
+    result = _train(str(color_folder), str(run), "--steps", "1", *fractions, *TOY, *QUIET)
+    assert result.exit_code == 2 and message in result.stderr
+    assert not run.exists()

@@ -187,3 +187,17 @@ def test_discriminator_min_input_size_is_the_real_limit():
         d(torch.zeros(1, 4, s, s))  # the smallest size works
         with pytest.raises(ValueError):
             d(torch.zeros(1, 4, s - 8, s - 8))  # a smaller one leaves a 1x1 map to normalise
+
+
+@pytest.mark.parametrize(
+    ("input_kind", "norm", "warned"),
+    [("mix", "batch", True), ("mix", "instance", False), ("luma", "batch", False)],
+)
+def test_mix_inputs_with_batch_norm_warn(color_folder, tmp_path, caplog, input_kind, norm, warned):
+    config = _config(color_folder, tmp_path / "run", "unet", steps=1, input_kind=input_kind)
+    config.model["norm"] = norm
+    with caplog.at_level(logging.WARNING):
+        train_colorizer(config)
+    assert ("running statistics blend greyscale and line-art" in caplog.text) is warned
+    if warned:
+        assert '--model-config \'{"norm": "instance"}\'' in caplog.text
