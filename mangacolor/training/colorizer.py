@@ -303,7 +303,7 @@ class ColorizerTask:
         """Warn that batch norm's running statistics blend the two kinds of input ``--input mix`` trains on.
 
         At inference they match neither greyscale nor line art; on the demo corpus a batch-norm U-Net
-        trained on mix lost 5-7 dB on line art that instance norm keeps (docs/quality.md).
+        trained on mix ended 6-7 dB below an instance-norm one on line art (docs/quality.md).
         """
         if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.generator.modules()):
             return
