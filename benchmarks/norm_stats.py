@@ -27,14 +27,9 @@ import torch
 
 from mangacolor import checkpoint
 from mangacolor.errors import MangacolorError
+from mangacolor.evaluate import psnr
 from mangacolor.imageio import list_images, read_image
 from mangacolor.inference import Translator
-
-
-def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images of one shape (capped at 100 dB for identical images)."""
-    mse = float(np.mean((pred.astype(np.float64) - truth.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
 
 
 def use_image_statistics(model: torch.nn.Module) -> int:
@@ -61,7 +56,10 @@ def score(model_path: Path, truth: Path, inputs: Path, size: int | None, limit: 
         if mode == "image" and use_image_statistics(translator.model) == 0:
             break
         with torch.no_grad():
-            values = [psnr(translator(read_image(x, mode=None))[0], read_image(y, mode="RGB")) for x, y in pairs]
+            # an identical image scores 100 dB, not inf, so one cannot swamp the mean
+            values = [
+                min(psnr(translator(read_image(x, mode=None))[0], read_image(y, mode="RGB")), 100.0) for x, y in pairs
+            ]
         results[mode] = float(np.mean(values))
     results["images"] = len(pairs)
     return results

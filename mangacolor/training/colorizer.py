@@ -226,8 +226,7 @@ class ColorizerTask:
             raise MangacolorError(
                 f"{given} holds out all {len(files)} images of {config.data}; nothing is left to train on"
             )
-        held_out = len(train_files) + len(val_files) < len(files)
-        self.train_source = source.subset(train_files) if val_files or held_out else source
+        self.train_source = source.subset(train_files) if len(train_files) < len(files) else source
         self.val_source = source.subset(val_files) if val_files else None
         self._last_batch: dict[str, torch.Tensor] | None = None
         self._last_fake: torch.Tensor | None = None
