@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mangacolor.color import luma
-from mangacolor.data import AugmentConfig, ColorizationDataset, PairedFolderSource, UnpairedDataset
+from mangacolor.data import AugmentConfig, ColorizationDataset, PairedFolderSource, UnpairedDataset, split_files
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import write_image
 from tests.conftest import drawing
@@ -71,10 +72,6 @@ def test_paired_inputs_mix_with_line_art_of_the_target(tmp_path, augment):
 
 
 def test_split_files_keeps_a_test_split_apart_from_training_and_validation():
-    from pathlib import Path
-
-    from mangacolor.data import split_files
-
     files = [Path(f"page{i:03d}.png") for i in range(400)]
     _, test = split_files(files, 0.1)  # the held-out split the benchmarks score on
     _, test_and_val = split_files(files, 0.15)
