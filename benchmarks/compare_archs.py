@@ -163,12 +163,30 @@ def _train(cfg_kwargs: dict[str, Any], run_dir: Path, steps: int) -> tuple[Path,
     return path, (stamps[-1] - stamps[0]) * len(stamps) / (len(stamps) - 1)
 
 
-def _colorize(model: Path, inputs: Path, truth: Path, names: list[str], pred: Path, size: int, merge: str) -> None:
-    """Colorize every held-out input with the inference engine's :class:`Translator`."""
+def _colorize(
+    model: Path,
+    inputs: Path,
+    truth: Path,
+    names: list[str],
+    pred: Path,
+    size: int,
+    merge: str,
+    line_model: Path | None = None,
+) -> None:
+    """Colorize every held-out input with the inference engine's :class:`Translator`.
+
+    With ``line_model``, line-art pages go to it as ``colorize --line-model`` sends them
+    (:class:`mangacolor.inference.PageRouter`).
+    """
     from mangacolor import checkpoint
-    from mangacolor.inference import Translator
+    from mangacolor.inference import Translator, load_colorizer
     from mangacolor.training.loop import resolve_device
 
+    if line_model is not None:
+        router = load_colorizer(model, line_model, size=size, merge=merge)
+        for name in names:
+            write_image(pred / f"{name}.png", router(read_image(inputs / f"{name}.png", mode=None))[0])
+        return
     net, info = checkpoint.load(model, device="cpu")
     device = resolve_device("auto")
     needs_reference = bool(getattr(net, "needs_reference", False))

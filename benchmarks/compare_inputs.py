@@ -26,7 +26,8 @@ with other settings is refused) and scores them again, e.g. with another ``--mer
 training cut short starts over. ``--train-config`` sets any other ``train-color`` field (learning
 rates and schedule, loss weights, ``load_size`` to crop from larger images). ``--score-model
 NAME=CHECKPOINT`` scores a colorizer trained elsewhere (the shipped default, a long GPU run) in the
-same table. Usage::
+same table; ``--line-model NAME=LINES`` pairs it with a line-art model, page by page, as ``colorize
+--line-model`` does. Usage::
 
     python benchmarks/compare_inputs.py DATA OUT --steps 20000 --size 256 --vgg-weights vgg16.safetensors
     python benchmarks/compare_inputs.py DATA OUT --steps 900 --size 128 --batch-size 16 \\
@@ -191,6 +192,27 @@ def _parse_score_models(items: list[str], train_inputs: list[str]) -> tuple[dict
     return scored, ""
 
 
+def _parse_line_models(items: list[str], scored: dict[str, Path]) -> tuple[dict[str, Path], str]:
+    """``--line-model NAME=CHECKPOINT`` values, each for a ``--score-model`` NAME: ({name: checkpoint}, problem)."""
+    from mangacolor.checkpoint import read_info
+
+    paired: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            return {}, f"--line-model takes NAME=CHECKPOINT, not {item!r}"
+        if name not in scored or name in paired:
+            return {}, f"--line-model {name}: name one --score-model (NAME=CHECKPOINT) once"
+        try:
+            info = read_info(path)
+        except MangacolorError as exc:
+            return {}, f"--line-model: {exc}"
+        if info.task != "colorize":
+            return {}, f"--line-model: {path}: a {info.task} model, not a colorizer"
+        paired[name] = Path(path)
+    return paired, ""
+
+
 def _check_train_config(config: Any, held_out: float) -> str:
     """Why ``--train-config`` cannot be used ('' when it can); ``held_out`` is ``--val-fraction``."""
     from dataclasses import fields
@@ -250,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="NAME=CHECKPOINT",
         help="also score this colorizer (e.g. default=assets/default.safetensors); repeatable",
+    )
+    parser.add_argument(
+        "--line-model",
+        action="append",
+        default=[],
+        metavar="NAME=CHECKPOINT",
+        help="pair the --score-model NAME with this line-art model, as colorize --line-model does; repeatable",
     )
     parser.add_argument(
         "--train-inputs",
@@ -312,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     scored, problem = _parse_score_models(args.score_model, args.train_inputs)
     if problem:
         parser.error(problem)
+    line_models, problem = _parse_line_models(args.line_model, scored)
+    if problem:
+        parser.error(problem)
     needs_scans = bool(set(args.train_inputs) & set(SCAN_INPUTS))
     if needs_scans and args.scan_model is None:
         parser.error("--train-inputs scans and scans+lines need --scan-model (a train-scan checkpoint)")
@@ -372,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             if path is not None:
                 _log(f"== scoring the {kind} model on held-out {held_kind}")
                 pred = out / "pred" / held_kind / kind
-                _colorize(path, inputs, out / "heldout" / "truth", names, pred, args.size, merge)
+                truth = out / "heldout" / "truth"
+                _colorize(path, inputs, truth, names, pred, args.size, merge, line_models.get(kind))
                 _evaluate(entry, pred, out, args)
             entries.append(entry)
             (out / "results.md").write_text(results_table(entries) + "\n")  # partial results survive a stop

@@ -7,7 +7,8 @@ luminance (see :mod:`mangacolor.color`), so lines stay exactly as sharp as the i
 (line art, screentone), whose pixels are black ink or white paper that the colour must replace,
 are instead multiplied onto the upsampled colour, the way a colourist lays a line layer over flat
 colour; ``merge="auto"`` (the default) tells the two kinds of page apart with
-:func:`mangacolor.color.is_ink_page`.
+:func:`mangacolor.color.page_kind`. :class:`PageRouter` puts two colorizers behind the same
+interface and sends each line-art page to the second one.
 
 :func:`run_folder` is the batch engine shared by ``colorize`` and ``scan``: pages are decoded and
 resized by background threads while the model runs, batches group pages of equal working shape,
@@ -33,7 +34,7 @@ from torch import nn
 
 from mangacolor import checkpoint
 from mangacolor.checkpoint import CheckpointInfo
-from mangacolor.color import is_color, is_ink_page, luma, merge_luminance
+from mangacolor.color import is_color, luma, merge_luminance, page_kind
 from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError
 from mangacolor.imageio import (
     IMAGE_EXTENSIONS,
@@ -52,19 +53,22 @@ MERGE_MODES = ("auto", "luma", "multiply", "none")
 DEFAULT_SIZE = 512
 
 
-def default_model_path() -> Path:
-    """The checkpoint shipped in ``assets/`` (next to the package in a source checkout)."""
-    env = os.environ.get("MANGACOLOR_DEFAULT_MODEL")
-    if env:
-        return Path(env)
+def default_model_path(name: str = "default.safetensors", env: str = "MANGACOLOR_DEFAULT_MODEL") -> Path:
+    """The checkpoint shipped in ``assets/`` (next to the package in a source checkout); ``$env`` overrides it."""
+    given = os.environ.get(env)
+    if given:
+        return Path(given)
     here = Path(__file__).resolve().parent
-    for candidate in (
-        here / "assets" / "default.safetensors",
-        here.parent / "assets" / "default.safetensors",
-    ):
+    for candidate in (here / "assets" / name, here.parent / "assets" / name):
         if candidate.exists():
             return candidate
-    return here.parent / "assets" / "default.safetensors"
+    return here.parent / "assets" / name
+
+
+def default_line_model_path() -> Path | None:
+    """The default's line-art model (``assets/default_lines.safetensors``), or ``None`` when none is shipped."""
+    path = default_model_path("default_lines.safetensors", "MANGACOLOR_DEFAULT_LINE_MODEL")
+    return path if path.exists() else None
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Prepared:
     tensor: torch.Tensor  # float (1, C, h_pad, w_pad) in [-1, 1]
     valid: tuple[int, int]  # (h, w) of the resized page inside the padded tensor
     merge: str = "none"  # how this page's outputs come back to full resolution (``auto`` resolved)
+    route: int = 0  # which of a PageRouter's models takes the page (0: main, 1: line art)
 
 
 class Translator:
@@ -90,7 +95,7 @@ class Translator:
             own luminance and takes only the chroma from the network (greyscale pages);
             ``multiply`` multiplies the page onto the network's colour resized (line art,
             screentone: crisp ink over colour that also fills the white paper); ``auto`` picks
-            ``multiply`` for pages that :func:`~mangacolor.color.is_ink_page` calls ink on paper,
+            ``multiply`` for pages that :func:`~mangacolor.color.page_kind` calls ink on paper,
             else ``luma``;
             ``none`` returns the network's output resized. Scan generators always use ``none``.
         half: run in float16 (CUDA only).
@@ -164,8 +169,11 @@ class Translator:
         """Image mode the network reads: ``L`` (greyscale) or ``RGB``."""
         return "L" if self.in_channels == 1 else "RGB"
 
-    def prepare(self, image: np.ndarray) -> Prepared:
-        """Resize a page so its long side is ``size`` and pad it (edge replicate) to the size multiple."""
+    def prepare(self, image: np.ndarray, kind: str | None = None) -> Prepared:
+        """Resize a page so its long side is ``size`` and pad it (edge replicate) to the size multiple.
+
+        ``kind`` is the page's :func:`~mangacolor.color.page_kind` when the caller knows it already.
+        """
         full = (
             luma(image)
             if self.in_channels == 1
@@ -185,7 +193,8 @@ class Translator:
             small = cv2.copyMakeBorder(small, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
         merge = self.merge
         if merge == "auto":
-            merge = "multiply" if is_ink_page(full if full.ndim == 2 else luma(full)) else "luma"
+            kind = kind or page_kind(full if full.ndim == 2 else luma(full))
+            merge = "luma" if kind == "shaded" else "multiply"
         # tensor: (1, C, rh + ph, rw + pw)
         return Prepared(full=full, tensor=to_tensor(small), valid=(rh, rw), merge=merge)
 
@@ -230,6 +239,109 @@ def multiply_lines(gray: np.ndarray, color: np.ndarray) -> np.ndarray:
     """
     out = color.astype(np.uint16) * gray[..., None].astype(np.uint16)  # (H, W, 3), at most 255 * 255
     return ((out + 127) // 255).astype(np.uint8)
+
+
+class PageRouter:
+    """Two colorizers behind :class:`Translator`'s interface: line-art pages go to the second.
+
+    Each page's :func:`~mangacolor.color.page_kind` picks its model: ``"lines"`` (strokes on paper)
+    goes to ``lines``, shaded and screentoned pages to ``main``. Each model keeps its own working
+    size and merge; :func:`run_folder` batches only pages bound for the same model.
+
+    Args:
+        main: the colorizer for shaded and screentoned pages.
+        lines: the colorizer for line art.
+
+    Raises:
+        MangacolorError: the two models run on different devices or precisions, or one is not a colorizer.
+    """
+
+    def __init__(self, main: Translator, lines: Translator) -> None:
+        for t in (main, lines):
+            if t.info.task != "colorize":
+                raise MangacolorError(f"{t.info.path}: a {t.info.task} model, not a colorizer")
+        if (main.device, main.half) != (lines.device, lines.half):
+            raise MangacolorError("the main and line-art models must run on the same device and precision")
+        self.translators = (main, lines)
+        self.info = main.info
+        self.device = main.device
+        self.half = main.half
+        self.size = main.size
+        self.merge = main.merge
+        self.in_channels = main.in_channels
+        self.num_outputs = main.num_outputs
+        self.pages = [0, 0]  # pages prepared for each model
+        self._lock = threading.Lock()
+
+    @property
+    def input_mode(self) -> str:
+        """Image mode the main network reads (the line-art one converts its own pages)."""
+        return self.translators[0].input_mode
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """Tell line art from other pages and prepare the page for its model."""
+        kind = page_kind(luma(image))
+        route = int(kind == "lines")
+        prepared = self.translators[route].prepare(image, kind=kind)
+        prepared.route = route
+        with self._lock:
+            self.pages[route] += 1
+        return prepared
+
+    def run(self, batch: list[Prepared]) -> list[list[np.ndarray]]:
+        """Run one batch of pages bound for the same model (see :meth:`Translator.run`)."""
+        routes = {p.route for p in batch}
+        if len(routes) != 1:
+            raise ValueError("a batch must hold pages for one model")
+        return self.translators[routes.pop()].run(batch)
+
+    def finish(self, prepared: Prepared, output: np.ndarray) -> np.ndarray:
+        """Bring one working-size output back to full resolution with its model's merge."""
+        return self.translators[prepared.route].finish(prepared, output)
+
+    def __call__(self, image: np.ndarray) -> list[np.ndarray]:
+        """Colorize one ``uint8`` page with the model its kind calls for."""
+        prepared = self.prepare(image)
+        return [self.finish(prepared, out) for out in self.run([prepared])[0]]
+
+
+def load_colorizer(
+    path: str | Path,
+    line_model: str | Path | None = None,
+    device: str = "auto",
+    size: int | None = None,
+    merge: str = "auto",
+    half: bool | None = None,
+    reference: np.ndarray | None = None,
+) -> Translator | PageRouter:
+    """Load a colorizer checkpoint, or two (``line_model`` for line-art pages) behind a :class:`PageRouter`.
+
+    ``reference`` goes to whichever model is reference-style; it is an error when neither is.
+    ``half=None`` means float16 on CUDA.
+
+    Raises:
+        MangacolorError: a checkpoint cannot be loaded, is not a colorizer, or the reference fits no model.
+    """
+    if line_model is None:
+        return Translator.from_checkpoint(path, device=device, size=size, merge=merge, half=half, reference=reference)
+    dev = resolve_device(device)
+    half = dev.type == "cuda" if half is None else half
+    loaded = [checkpoint.load(p, device="cpu") for p in (path, line_model)]
+    wants = [bool(getattr(model, "needs_reference", False)) for model, _ in loaded]
+    if reference is not None and not any(wants):
+        raise MangacolorError(
+            f"{path}, {line_model}: --reference is for reference-style models; neither model takes one"
+        )
+    main, lines = (
+        Translator(model, info, dev, size=size, merge=merge, half=half, reference=reference if want else None)
+        for (model, info), want in zip(loaded, wants, strict=True)
+    )
+    if main.num_outputs != lines.num_outputs:
+        raise MangacolorError(
+            f"{line_model}: the line-art model gives {lines.num_outputs} colourings per page and "
+            f"{path} gives {main.num_outputs}; give models with the same number"
+        )
+    return PageRouter(main, lines)
 
 
 @dataclass
@@ -337,7 +449,7 @@ def _write(dst: Path, data: bytes) -> None:
 
 
 def run_folder(
-    translator: Translator,
+    translator: Translator | PageRouter,
     in_root: str | Path,
     out_root: str | Path,
     options: FolderOptions | None = None,
@@ -475,7 +587,10 @@ def run_folder(
                 in_flight.put(readers.submit(load, job))
 
         refill()
-        batch: list[_Job] = []
+        # pages wait in one batch per (model, padded shape); at most ``prefetch`` wait in all, so a
+        # folder of mixed shapes or page kinds still fills batches without holding every page
+        batches: dict[tuple, list[_Job]] = {}
+        waiting = 0
         while not in_flight.empty():
             job = in_flight.get().result()
             refill()
@@ -486,14 +601,18 @@ def run_folder(
                 submit_write(job, None)
                 continue
             assert job.prepared is not None
-            if batch and batch[0].prepared.tensor.shape != job.prepared.tensor.shape:
-                run_batch(batch)
-                batch = []
+            key = (job.prepared.route, tuple(job.prepared.tensor.shape))
+            batch = batches.setdefault(key, [])
             batch.append(job)
+            waiting += 1
             if len(batch) >= options.batch_size:
+                waiting -= len(batches.pop(key))
                 run_batch(batch)
-                batch = []
-        if batch:
+            elif waiting > prefetch:  # the oldest partial batch goes now
+                oldest = batches.pop(next(iter(batches)))
+                waiting -= len(oldest)
+                run_batch(oldest)
+        for batch in batches.values():
             run_batch(batch)
         while pending_writes:
             pending_writes.popleft().result()

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from mangacolor import checkpoint
+from mangacolor.imageio import read_image
+from mangacolor.inference import load_colorizer
 from mangacolor.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +86,20 @@ def test_compare_inputs_train_config(demo, tmp_path):
     rows = json.loads((out / "results.json").read_text())["entries"]
     assert [e["model"] for e in rows] == ["input (no colour)", "mine"] and "| luma | mine | – | – |" in scored.stdout
     assert rows[1]["metrics"]["psnr"] == pytest.approx(trained["metrics"]["psnr"]) and not rows[1]["error"]
+    line_model = out / "runs" / "mix" / "best.safetensors"
+    paired = _run("compare_inputs.py", str(demo), str(out), "--train-inputs", "--heldout", "lines",
+                  "--score-model", f"mine={model}", "--score-model", f"two={model}",
+                  "--line-model", f"two={line_model}")  # fmt: skip
+    assert paired.returncode == 0, paired.stderr[-3000:]
+    alone, two = json.loads((out / "results.json").read_text())["entries"][1:]
+    assert (alone["model"], two["model"]) == ("mine", "two") and not two["error"]
+    router = load_colorizer(model, line_model, device="cpu", size=32, merge="multiply")
+    for drawing_file in sorted((out / "heldout" / "lines").iterdir()):  # as colorize --line-model does it
+        got = read_image(out / "pred" / "lines" / "two" / drawing_file.name)
+        assert np.abs(got.astype(int) - router(read_image(drawing_file))[0]).max() <= 1
+    assert router.pages[1] > 0  # line drawings went to the line model
     for bad, message in [
+        (["--score-model", f"a={model}", "--line-model", f"b={model}"], "--line-model b: name one --score-model"),
         (["--score-model", "mix=" + str(model)], "'mix' is taken"),
         (["--score-model", "x"], "takes NAME=CHECKPOINT"),
         (["--score-model", f"x={tmp_path / 'none.safetensors'}"], "none.safetensors"),

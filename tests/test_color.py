@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mangacolor.color import is_color, is_ink_page, luma, merge_luminance
+from mangacolor.color import is_color, is_ink_page, luma, merge_luminance, page_kind
 from mangacolor.data import make_lines
 from tests.conftest import drawing
 
@@ -81,3 +81,19 @@ def test_is_ink_page_tells_ink_on_paper_from_shaded_pages():
     assert not is_ink_page(np.full((100, 100), 255, np.uint8))  # blank paper has no ink
     with pytest.raises(ValueError, match="Got"):
         is_ink_page(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_page_kind_tells_line_art_from_screentone():
+    assert page_kind(_outlines(200, 300, 2)) == "lines"
+    assert page_kind(make_lines(drawing(240, 320), "sketch")) == "lines"
+    inked = _outlines(1800, 1200, 12)
+    inked[200:1000, 300:900] = 0  # solid black fills stay line art
+    assert page_kind(inked) == "lines"
+    tone = _outlines(1600, 1600, 10)
+    yy, xx = np.mgrid[:1600, :1600]
+    tone[400:1200, 400:1200][((yy % 6 < 4) & (xx % 6 < 4))[400:1200, 400:1200]] = 0  # dense dots, a quarter
+    assert page_kind(tone) == "tone"
+    assert page_kind(luma(drawing(240, 320))) == "shaded"
+    assert page_kind(np.full((100, 100), 255, np.uint8)) == "shaded"  # blank paper
+    for page in (inked, tone, luma(drawing(240, 320))):
+        assert is_ink_page(page) == (page_kind(page) != "shaded")

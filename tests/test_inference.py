@@ -11,7 +11,15 @@ from mangacolor import checkpoint
 from mangacolor.color import luma
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import read_image, write_image
-from mangacolor.inference import FolderOptions, Translator, multiply_lines, output_paths, run_folder
+from mangacolor.inference import (
+    FolderOptions,
+    PageRouter,
+    Translator,
+    load_colorizer,
+    multiply_lines,
+    output_paths,
+    run_folder,
+)
 from mangacolor.models import create_model, list_models
 from tests.conftest import deny_listing, drawing, toy_colorizer
 
@@ -243,3 +251,67 @@ def test_colorize_every_architecture_toy_checkpoint(arch, tmp_path):
     assert report.counts["done"] == 1, report.to_json()
     names = sorted(p.name for p in (tmp_path / "out" / "ch1").iterdir())
     assert names == (["p0.png"] if k == 1 else [f"p0_c{i}.png" for i in range(k)])
+
+
+@pytest.fixture(scope="module")
+def line_checkpoint(tmp_path_factory):
+    """A second toy colorizer (other weights, working size 48): the line-art model of a :class:`PageRouter`."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("lines") / "lines.safetensors"
+    return checkpoint.save(path, create_model("unet", base_width=4, depth=3), {"working_size": 48})
+
+
+def _line_art(h=120, w=160, seed=0):
+    rng = np.random.default_rng(seed)
+    page = np.full((h, w), 255, np.uint8)
+    for _ in range(3):
+        center = (int(rng.integers(20, w - 20)), int(rng.integers(20, h - 20)))
+        cv2.circle(page, center, int(rng.integers(8, 30)), 0, 2)
+    return page
+
+
+def test_router_sends_line_art_to_the_line_model_and_the_rest_to_the_main_model(toy_checkpoint, line_checkpoint):
+    router = load_colorizer(toy_checkpoint, line_checkpoint, device="cpu")
+    assert isinstance(router, PageRouter)
+    main = Translator.from_checkpoint(toy_checkpoint, device="cpu")
+    lines = Translator.from_checkpoint(line_checkpoint, device="cpu")
+    line_page, shaded = _line_art(), luma(drawing(120, 160))
+    assert router.prepare(line_page).route == 1 and router.prepare(shaded).route == 0
+    assert np.array_equal(router(line_page)[0], lines(line_page)[0])  # its own working size and merge
+    assert np.array_equal(router(shaded)[0], main(shaded)[0])
+    assert not np.array_equal(router(line_page)[0], main(line_page)[0])  # the two models differ
+    assert router.pages == [2, 3]  # pages prepared for each model
+    with pytest.raises(ValueError, match="one model"):
+        router.run([router.prepare(line_page), router.prepare(shaded)])
+
+
+def test_router_folder_batches_per_model_and_shape(toy_checkpoint, line_checkpoint, tmp_path):
+    """Mixed kinds and shapes, batch 3: each page comes out as that page colorized alone by its model."""
+    src = tmp_path / "in"
+    pages = {}
+    for i in range(8):
+        page = _line_art(seed=i) if i % 2 else luma(drawing(48 if i % 3 else 64, 64, seed=i))
+        pages[f"p{i}.png"] = page
+        write_image(src / f"p{i}.png", page)
+    router = load_colorizer(toy_checkpoint, line_checkpoint, device="cpu")
+    report = run_folder(router, src, tmp_path / "out", FolderOptions(batch_size=3))
+    assert report.counts["done"] == 8 and report.failed == 0
+    assert router.pages == [4, 4]
+    alone = load_colorizer(toy_checkpoint, line_checkpoint, device="cpu")
+    for name, page in pages.items():
+        got = read_image(tmp_path / "out" / name, mode="RGB")
+        assert np.abs(got.astype(int) - alone(page)[0]).max() <= 1, name
+
+
+def test_router_refuses_models_that_do_not_pair(toy_checkpoint, scan_checkpoint, tmp_path):
+    with pytest.raises(MangacolorError, match="not a colorizer"):
+        load_colorizer(toy_checkpoint, scan_checkpoint, device="cpu")
+    _, sgru, _ = toy_colorizer("sgru", tmp_path)
+    with pytest.raises(MangacolorError, match="3 colourings per page"):
+        load_colorizer(toy_checkpoint, sgru, device="cpu")
+    with pytest.raises(MangacolorError, match="neither model takes one"):
+        load_colorizer(toy_checkpoint, toy_checkpoint, device="cpu", reference=drawing(40, 40))
+    _, ref_model, reference = toy_colorizer("reference-unet", tmp_path)
+    router = load_colorizer(ref_model, toy_checkpoint, device="cpu", reference=reference)  # goes to the one
+    assert router.translators[0].reference is not None and router.translators[1].reference is None
+    assert router(_line_art())[0].shape == (120, 160, 3)

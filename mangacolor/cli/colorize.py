@@ -21,6 +21,14 @@ def colorize(
         Path | None,
         typer.Option("--model", "-m", help="Checkpoint (.safetensors); default: the model in assets/."),
     ] = None,
+    line_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Second colorizer for line-art pages (strokes on paper); shaded and screentoned pages go to "
+            "--model. Default: the default model's line-art companion (assets/default_lines.safetensors) when "
+            "one is shipped and --model is not given."
+        ),
+    ] = None,
     size: Annotated[
         int | None,
         typer.Option(
@@ -56,13 +64,22 @@ def colorize(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,
 ) -> None:
     """Colorize greyscale pages or line art; the result keeps each page's full resolution."""
-    from mangacolor.inference import FolderOptions, Translator, default_model_path, run_folder
+    from mangacolor.inference import (
+        FolderOptions,
+        PageRouter,
+        default_line_model_path,
+        default_model_path,
+        load_colorizer,
+        run_folder,
+    )
 
     ckpt = model or default_model_path()
     if model is None and not ckpt.exists():
         raise MangacolorError(f"{ckpt}: the default model is missing; pass --model CHECKPOINT")
+    if line_model is None and model is None:
+        line_model = default_line_model_path()
     ref = read_image(reference, mode="RGB") if reference is not None else None
-    translator = Translator.from_checkpoint(ckpt, device=device, size=size, merge=merge, half=half, reference=ref)
+    translator = load_colorizer(ckpt, line_model, device=device, size=size, merge=merge, half=half, reference=ref)
     if translator.info.task != "colorize":
         raise MangacolorError(f"{ckpt}: a {translator.info.task} model, not a colorizer")
     options = FolderOptions(
@@ -74,11 +91,13 @@ def colorize(
         batch_size=batch_size,
         io_workers=io_workers,
     )
-    console.print(
-        f"model {ckpt} ({translator.info.arch}), device {translator.device}"
-        f"{' fp16' if translator.half else ''}, working size {translator.size}, merge {translator.merge}",
-        highlight=False,
-    )
+    models = translator.translators if isinstance(translator, PageRouter) else (translator,)
+    for role, t in zip(("model", "line-art model")[: len(models)], models, strict=True):
+        console.print(
+            f"{role} {t.info.path} ({t.info.arch}), device {t.device}"
+            f"{' fp16' if t.half else ''}, working size {t.size}, merge {t.merge}",
+            highlight=False,
+        )
     with make_progress() as progress:
         task = progress.add_task("colorize", total=None, status="")
 
@@ -88,6 +107,12 @@ def colorize(
                 echo_paths(result.outputs)
 
         report = run_folder(translator, input, output, options, on_result=on_result)
+    if isinstance(translator, PageRouter):
+        console.print(
+            f"{translator.pages[1]} line-art page(s) went to the line-art model, "
+            f"{translator.pages[0]} other page(s) to the main model",
+            highlight=False,
+        )
     print_summary(report, "colorize")
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))

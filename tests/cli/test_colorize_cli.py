@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
+import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from mangacolor import checkpoint
 from mangacolor.cli import app
 from mangacolor.color import luma
 from mangacolor.imageio import read_image, write_image
-from mangacolor.models import list_models
+from mangacolor.models import create_model, list_models
 from tests.conftest import drawing, toy_colorizer
 
 runner = CliRunner()
@@ -88,6 +91,40 @@ def test_colorize_onto_its_own_input_is_refused(pages, toy_checkpoint):
     result = runner.invoke(app, ["colorize", str(pages), str(pages), "-m", str(toy_checkpoint), "--overwrite"])
     assert result.exit_code == 2 and "the output folder is the input folder" in result.stderr
     assert (pages / "p0.png").read_bytes() == before
+
+
+def test_colorize_line_model_and_the_default_line_model(pages, tmp_path, toy_checkpoint, monkeypatch):
+    line_page = np.full((48, 64), 255, np.uint8)
+    cv2.circle(line_page, (32, 24), 15, 0, 1)
+    write_image(pages / "lines.png", line_page)
+    _, other, _ = toy_colorizer("unet-attn", tmp_path)
+    out = tmp_path / "o"
+    result = runner.invoke(
+        app, ["colorize", str(pages), str(out), "-m", str(toy_checkpoint), "--line-model", str(other)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 line-art page(s) went to the line-art model, 2 other page(s) to the main model" in result.stderr
+    assert "line-art model" in result.stderr and "unet-attn" in result.stderr
+    assert read_image(out / "lines.png").shape == (48, 64, 3)
+
+    # the default model picks up a shipped line-art companion; an explicit --model does not
+    monkeypatch.setenv("MANGACOLOR_DEFAULT_MODEL", str(toy_checkpoint))
+    monkeypatch.setenv("MANGACOLOR_DEFAULT_LINE_MODEL", str(other))
+    paired = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "d")])
+    assert paired.exit_code == 0 and "1 line-art page(s)" in paired.stderr
+    assert (tmp_path / "d" / "lines.png").read_bytes() == (out / "lines.png").read_bytes()
+    alone = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "m"), "-m", str(toy_checkpoint)])
+    assert alone.exit_code == 0 and "line-art" not in alone.stderr
+    monkeypatch.setenv("MANGACOLOR_DEFAULT_LINE_MODEL", str(tmp_path / "absent.safetensors"))
+    single = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "s")])  # none shipped: one model
+    assert single.exit_code == 0 and "line-art" not in single.stderr
+
+    scan = checkpoint.save(tmp_path / "scan.safetensors", create_model("cyclegan-resnet", base_width=4, n_blocks=1))
+    bad = runner.invoke(
+        app, ["colorize", str(pages), str(tmp_path / "b"), "-m", str(toy_checkpoint), "--line-model", str(scan)]
+    )
+    assert bad.exit_code == 2 and "scan.safetensors: a scan model, not a colorizer" in bad.stderr
+    assert not (tmp_path / "b").exists()
 
 
 def test_models_lists_and_inspects(toy_checkpoint):
