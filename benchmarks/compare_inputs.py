@@ -171,46 +171,50 @@ def _of_type(value: Any, hint: Any) -> bool:
     return True
 
 
-def _parse_score_models(items: list[str], train_inputs: list[str]) -> tuple[dict[str, Path], str]:
-    """``--score-model NAME=CHECKPOINT`` values: ({name: checkpoint}, why they cannot be used or '')."""
+def _named_colorizers(option: str, items: list[str], name_problem: Any) -> tuple[dict[str, Path], str]:
+    """``OPTION NAME=CHECKPOINT`` values: ({name: checkpoint}, why they cannot be used or '').
+
+    ``name_problem(name, taken)`` says what is wrong with a name ('' when nothing is).
+    """
     from mangacolor.checkpoint import read_info
 
-    scored: dict[str, Path] = {}
+    named: dict[str, Path] = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            return {}, f"--score-model takes NAME=CHECKPOINT, not {item!r}"
-        if name in scored or name in train_inputs or name in TRAIN_INPUTS or "/" in name or name.startswith("."):
-            return {}, f"--score-model: {name!r} is taken or not a usable name; give each model its own name"
+            return {}, f"{option} takes NAME=CHECKPOINT, not {item!r}"
+        if problem := name_problem(name, named):
+            return {}, f"{option}: {problem}"
         try:
             info = read_info(path)
         except MangacolorError as exc:
-            return {}, f"--score-model: {exc}"
+            return {}, f"{option}: {exc}"
         if info.task != "colorize":
-            return {}, f"--score-model: {path}: a {info.task} model, not a colorizer"
-        scored[name] = Path(path)
-    return scored, ""
+            return {}, f"{option}: {path}: a {info.task} model, not a colorizer"
+        named[name] = Path(path)
+    return named, ""
+
+
+def _parse_score_models(items: list[str], train_inputs: list[str]) -> tuple[dict[str, Path], str]:
+    """``--score-model NAME=CHECKPOINT`` values: ({name: checkpoint}, why they cannot be used or '')."""
+
+    def name_problem(name: str, taken: dict[str, Path]) -> str:
+        if name in taken or name in train_inputs or name in TRAIN_INPUTS or "/" in name or name.startswith("."):
+            return f"{name!r} is taken or not a usable name; give each model its own name"
+        return ""
+
+    return _named_colorizers("--score-model", items, name_problem)
 
 
 def _parse_line_models(items: list[str], scored: dict[str, Path]) -> tuple[dict[str, Path], str]:
     """``--line-model NAME=CHECKPOINT`` values, each for a ``--score-model`` NAME: ({name: checkpoint}, problem)."""
-    from mangacolor.checkpoint import read_info
 
-    paired: dict[str, Path] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            return {}, f"--line-model takes NAME=CHECKPOINT, not {item!r}"
-        if name not in scored or name in paired:
-            return {}, f"--line-model {name}: name one --score-model (NAME=CHECKPOINT) once"
-        try:
-            info = read_info(path)
-        except MangacolorError as exc:
-            return {}, f"--line-model: {exc}"
-        if info.task != "colorize":
-            return {}, f"--line-model: {path}: a {info.task} model, not a colorizer"
-        paired[name] = Path(path)
-    return paired, ""
+    def name_problem(name: str, taken: dict[str, Path]) -> str:
+        if name not in scored or name in taken:
+            return f"{name}: name one --score-model (NAME=CHECKPOINT) once"
+        return ""
+
+    return _named_colorizers("--line-model", items, name_problem)
 
 
 def _check_train_config(config: Any, held_out: float) -> str:

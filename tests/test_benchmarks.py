@@ -99,7 +99,7 @@ def test_compare_inputs_train_config(demo, tmp_path):
         assert np.abs(got.astype(int) - router(read_image(drawing_file))[0]).max() <= 1
     assert router.pages[1] > 0  # line drawings went to the line model
     for bad, message in [
-        (["--score-model", f"a={model}", "--line-model", f"b={model}"], "--line-model b: name one --score-model"),
+        (["--score-model", f"a={model}", "--line-model", f"b={model}"], "--line-model: b: name one --score-model"),
         (["--score-model", "mix=" + str(model)], "'mix' is taken"),
         (["--score-model", "x"], "takes NAME=CHECKPOINT"),
         (["--score-model", f"x={tmp_path / 'none.safetensors'}"], "none.safetensors"),
