@@ -53,10 +53,6 @@ INK_PAGE_SIZE = 256
 """Long side at which :func:`is_ink_page` looks for grey fills."""
 
 
-PAGE_KINDS = ("lines", "tone", "shaded")
-"""What :func:`page_kind` calls a page."""
-
-
 def page_kind(gray: np.ndarray, max_filled: float = 0.03, min_bilevel: float = 0.95, min_ink: float = 0.005) -> str:
     """Whether a greyscale page is line art, screentone or shaded: ``"lines"``, ``"tone"`` or ``"shaded"``.
 

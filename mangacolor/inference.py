@@ -253,30 +253,24 @@ class PageRouter:
         lines: the colorizer for line art.
 
     Raises:
-        MangacolorError: the two models run on different devices or precisions, or one is not a colorizer.
+        MangacolorError: one is not a colorizer, or they give different numbers of colourings per page.
     """
 
     def __init__(self, main: Translator, lines: Translator) -> None:
         for t in (main, lines):
             if t.info.task != "colorize":
                 raise MangacolorError(f"{t.info.path}: a {t.info.task} model, not a colorizer")
-        if (main.device, main.half) != (lines.device, lines.half):
-            raise MangacolorError("the main and line-art models must run on the same device and precision")
+        if main.num_outputs != lines.num_outputs:
+            raise MangacolorError(
+                f"{lines.info.path}: the line-art model gives {lines.num_outputs} colourings per page and "
+                f"{main.info.path} gives {main.num_outputs}; give models with the same number"
+            )
         self.translators = (main, lines)
         self.info = main.info
-        self.device = main.device
-        self.half = main.half
-        self.size = main.size
-        self.merge = main.merge
         self.in_channels = main.in_channels
         self.num_outputs = main.num_outputs
         self.pages = [0, 0]  # pages prepared for each model
         self._lock = threading.Lock()
-
-    @property
-    def input_mode(self) -> str:
-        """Image mode the main network reads (the line-art one converts its own pages)."""
-        return self.translators[0].input_mode
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """Tell line art from other pages and prepare the page for its model."""
@@ -336,11 +330,6 @@ def load_colorizer(
         Translator(model, info, dev, size=size, merge=merge, half=half, reference=reference if want else None)
         for (model, info), want in zip(loaded, wants, strict=True)
     )
-    if main.num_outputs != lines.num_outputs:
-        raise MangacolorError(
-            f"{line_model}: the line-art model gives {lines.num_outputs} colourings per page and "
-            f"{path} gives {main.num_outputs}; give models with the same number"
-        )
     return PageRouter(main, lines)
 
 
