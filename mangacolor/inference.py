@@ -579,7 +579,6 @@ def run_folder(
         # pages wait in one batch per (model, padded shape); at most ``prefetch`` wait in all, so a
         # folder of mixed shapes or page kinds still fills batches without holding every page
         batches: dict[tuple, list[_Job]] = {}
-        waiting = 0
         while not in_flight.empty():
             job = in_flight.get().result()
             refill()
@@ -593,14 +592,10 @@ def run_folder(
             key = (job.prepared.route, tuple(job.prepared.tensor.shape))
             batch = batches.setdefault(key, [])
             batch.append(job)
-            waiting += 1
             if len(batch) >= options.batch_size:
-                waiting -= len(batches.pop(key))
-                run_batch(batch)
-            elif waiting > prefetch:  # the oldest partial batch goes now
-                oldest = batches.pop(next(iter(batches)))
-                waiting -= len(oldest)
-                run_batch(oldest)
+                run_batch(batches.pop(key))
+            elif sum(map(len, batches.values())) > prefetch:  # the oldest partial batch goes now
+                run_batch(batches.pop(next(iter(batches))))
         for batch in batches.values():
             run_batch(batch)
         while pending_writes:

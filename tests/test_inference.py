@@ -315,3 +315,28 @@ def test_router_refuses_models_that_do_not_pair(toy_checkpoint, scan_checkpoint,
     router = load_colorizer(ref_model, toy_checkpoint, device="cpu", reference=reference)  # goes to the one
     assert router.translators[0].reference is not None and router.translators[1].reference is None
     assert router(_line_art())[0].shape == (120, 160, 3)
+
+
+def test_batches_gather_pages_of_one_shape_and_stay_bounded(toy_checkpoint, tmp_path, monkeypatch):
+    translator = Translator.from_checkpoint(toy_checkpoint, device="cpu", size=0, merge="luma")  # page's own size
+    calls = []
+    real_run = translator.run
+    monkeypatch.setattr(translator, "run", lambda batch: calls.append(len(batch)) or real_run(batch))
+    src = tmp_path / "in"
+    for i in range(6):  # two shapes, interleaved
+        write_image(src / f"a{i}.png", luma(drawing(48 if i % 2 else 64, 64, seed=i)))
+    report = run_folder(translator, src, tmp_path / "out", FolderOptions(batch_size=3, io_workers=1))
+    assert report.counts["done"] == 6 and sorted(calls) == [3, 3]  # not six runs of one page
+    calls.clear()
+    prepared = []
+    real_prepare = translator.prepare
+    monkeypatch.setattr(translator, "prepare", lambda image: prepared.append(1) or real_prepare(image))
+    monkeypatch.setattr(translator, "run", lambda batch: calls.append(len(prepared)) or real_run(batch))
+    for i in range(30):  # thirty shapes: no batch fills, yet pages run long before the last is read
+        write_image(src / "many" / f"b{i}.png", luma(drawing(24 + 8 * (i % 15), 32 + 8 * (i // 15), seed=i)))
+    report = run_folder(translator, src / "many", tmp_path / "many", FolderOptions(batch_size=4))
+    assert report.counts["done"] == 30 and len(calls) == 30
+    assert calls[0] <= 2 * 8 + 1  # 2 x batch-size waiting + as many being read ahead, plus the one that tipped it
+    for i in (0, 29):
+        got = read_image(tmp_path / "many" / f"b{i}.png")
+        assert np.abs(got.astype(int) - translator(read_image(src / "many" / f"b{i}.png"))[0]).max() <= 1
