@@ -274,9 +274,11 @@ class PageRouter:
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """Tell line art from other pages and prepare the page for its model."""
-        kind = page_kind(luma(image))
+        gray = luma(image)
+        kind = page_kind(gray)
         route = int(kind == "lines")
-        prepared = self.translators[route].prepare(image, kind=kind)
+        target = self.translators[route]
+        prepared = target.prepare(gray if target.in_channels == 1 else image, kind=kind)  # luma taken once
         prepared.route = route
         with self._lock:
             self.pages[route] += 1
