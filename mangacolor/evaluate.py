@@ -688,7 +688,8 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
         if root is not None and not Path(root).exists():
             raise MangacolorError(f"{root}: no such file or directory ({what})")
     if config.sheet and Path(config.sheet).suffix.lower() not in IMAGE_EXTENSIONS:
-        raise MangacolorError(f"{config.sheet}: the contact sheet needs an image ending (.png, .jpg or .webp)")
+        endings = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise MangacolorError(f"{config.sheet}: the contact sheet needs an image ending ({endings})")
     matching = match_predictions(config.pred, config.truth)
     result = EvalResult(
         str(config.pred),
