@@ -30,7 +30,7 @@ class AttentionUNetConfig:
         base_width: channels of the first layer (pix2pix: 64).
         depth: stride-2 levels; inputs must be a multiple of 2**depth.
         max_width_mult: widths grow x2 per level up to ``base_width * max_width_mult``.
-        norm: ``batch``, ``instance`` or ``none``.
+        norm: ``batch``, ``instance``, ``layer`` or ``none``.
         dropout: dropout in the three innermost decoder layers while training.
         decoder_attention: add self-attention at the largest decoder maps (H / 2).
         attention_kv_pool: max-pool keys and values of the decoder attention by this factor.

@@ -14,14 +14,26 @@ from torch import nn
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    """``batch``, ``instance`` (affine, as in pix2pix/CycleGAN) or ``none``."""
+    """A normalisation layer by name.
+
+    * ``batch``: batch statistics in training, running averages at inference (pix2pix);
+    * ``instance`` (affine, as in pix2pix/CycleGAN): each channel of each image by its own mean and
+      variance, so that a channel's level over the image is lost, and on the 1x1 and 2x2 maps near a
+      deep U-Net's bottleneck little is left at all;
+    * ``layer``: each image by the mean and variance of all its channels together (``GroupNorm`` with
+      one group, per-channel affine): per image like ``instance``, so training and inference agree
+      whatever the batch holds, but the channels keep their levels relative to each other;
+    * ``none``.
+    """
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"norm must be 'batch', 'instance' or 'none'. Got {kind!r}")
+    raise ValueError(f"norm must be 'batch', 'instance', 'layer' or 'none'. Got {kind!r}")
 
 
 def init_weights(module: nn.Module, gain: float = 0.02) -> None:
@@ -31,7 +43,7 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> None:
             nn.init.normal_(m.weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
+        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
 

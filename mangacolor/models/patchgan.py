@@ -29,7 +29,7 @@ class PatchGANConfig:
         in_channels: channels of the (condition, image) pair.
         base_width: channels of the first layer (pix2pix: 64).
         n_layers: stride-2 layers; 3 gives the 70x70 receptive field.
-        norm: ``batch``, ``instance`` or ``none`` (use ``none`` with WGAN-GP).
+        norm: ``batch``, ``instance``, ``layer`` or ``none`` (use ``none`` with WGAN-GP).
     """
 
     in_channels: int = 4
@@ -81,7 +81,7 @@ class MultiscalePatchGANConfig:
         in_channels: channels of the (condition, image) pair.
         base_width: channels of each scale's first layer (pix2pixHD: 64).
         n_layers: stride-2 layers per scale (3: 70x70 patches at each scale).
-        norm: ``instance`` (pix2pixHD), ``batch`` or ``none`` (use ``none`` with WGAN-GP).
+        norm: ``instance`` (pix2pixHD), ``batch``, ``layer`` or ``none`` (use ``none`` with WGAN-GP).
         num_scales: discriminators at full, 1/2, 1/4 ... resolution (pix2pixHD: 3).
     """
 

@@ -43,7 +43,7 @@ class ReferenceUNetConfig:
         base_width: channels of the first encoder layer.
         depth: stride-2 levels; inputs must be a multiple of 2**depth.
         max_width_mult: widths grow x2 per level up to ``base_width * max_width_mult``.
-        norm: ``batch``, ``instance`` or ``none``.
+        norm: ``batch``, ``instance``, ``layer`` or ``none``.
         style_widths: widths of the style VGG's five blocks; pretrained VGG16 weights need the default.
         style_size: the reference is resized to this square side before the VGG.
     """

@@ -33,7 +33,7 @@ class ResnetGenConfig:
         base_width: channels of the first layer (CycleGAN: 64; default deliberately narrow).
         n_blocks: residual blocks at the bottleneck (CycleGAN: 9; default deliberately few).
         n_down: stride-2 down-sampling layers (and as many up); inputs must be multiples of 2**n_down.
-        norm: ``instance`` (CycleGAN), ``batch`` or ``none``.
+        norm: ``instance`` (CycleGAN), ``batch``, ``layer`` or ``none``.
         dropout: dropout inside the residual blocks while training (CycleGAN: off).
     """
 

@@ -45,7 +45,7 @@ class ResNetUNetConfig:
         layers: bottleneck blocks per stage; (3, 4, 6, 3) is ResNet50, needed for pretrained weights.
         width: stem width of the encoder (ResNet: 64; stages end with 4, 8, 16, 32 times it).
         decoder_widths: channels of the five decoder stages (H/16, H/8, H/4, H/2, H).
-        norm: normalisation in the decoder: ``batch``, ``instance`` or ``none``.
+        norm: normalisation in the decoder: ``batch``, ``instance``, ``layer`` or ``none``.
         attention_at: self-attention on the decoder maps at H / this (2, 4, 8 or 16; 0: none).
         attention_kv_pool: max-pool keys and values of the attention by this factor.
     """

@@ -27,7 +27,7 @@ class UNetConfig:
         base_width: channels of the first layer (pix2pix: 64).
         depth: number of stride-2 down-sampling layers (pix2pix: 8); inputs must be a multiple of 2**depth.
         max_width_mult: widths grow x2 per level up to ``base_width * max_width_mult``.
-        norm: ``batch`` (pix2pix), ``instance`` or ``none``.
+        norm: ``batch`` (pix2pix), ``instance``, ``layer`` or ``none``.
         dropout: dropout in the three innermost decoder layers while training.
     """
 

@@ -12,7 +12,7 @@ from mangacolor import checkpoint
 from mangacolor.errors import MangacolorError, WeightsNotFoundError
 from mangacolor.losses import FeatureMatchingLoss, GANLoss
 from mangacolor.models import create_model, get_spec
-from mangacolor.models.blocks import SelfAttention, vgg16_features
+from mangacolor.models.blocks import SelfAttention, norm_layer, vgg16_features
 from mangacolor.models.resnet_unet import freeze_encoder, load_encoder_weights
 from mangacolor.models.sgru import Swish
 
@@ -141,3 +141,34 @@ def test_anime_feature_loss_from_danbooru_file(resnet50_files):
     assert torch.equal(loss.body[4][0].conv1.weight, body_state["4.0.conv1.weight"])
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     assert loss(x, x).item() == 0.0 and loss(x, -x).item() > 0
+
+
+def test_layer_norm_keeps_channel_levels_that_instance_norm_drops():
+    # A 2x2 map whose channels differ only by a constant level, as at a deep U-Net's bottleneck.
+    torch.manual_seed(0)
+    pattern = torch.randn(1, 1, 2, 2)
+    x = pattern + torch.tensor([0.0, 3.0, -2.0, 1.0]).view(1, 4, 1, 1)
+    instance, layer = norm_layer("instance", 4), norm_layer("layer", 4)
+    per_channel = instance(x).mean(dim=(2, 3))
+    assert torch.allclose(per_channel, torch.zeros_like(per_channel), atol=1e-5)
+    means = layer(x).mean(dim=(2, 3)).flatten()
+    assert means.argsort().tolist() == [2, 0, 3, 1]  # the levels' order survives
+    with pytest.raises(ValueError, match="'layer'"):
+        norm_layer("group", 4)
+
+
+def test_layer_norm_unet_is_per_image_and_round_trips(tmp_path):
+    model = _toy("unet", norm="layer", dropout=0.0).train()
+    assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
+    a, b = torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        # Unlike batch norm, an image's output does not depend on the rest of the batch, in training
+        # or at inference.
+        alone = model(a)
+        assert torch.allclose(model(torch.cat([a, b]))[:1], alone, atol=1e-5)
+        assert torch.allclose(model.eval()(a), alone, atol=1e-5)
+    path = checkpoint.save(tmp_path / "ln.safetensors", model, {"steps": 0})
+    loaded, _ = checkpoint.load(path)
+    assert loaded.config.norm == "layer"
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(a), model(a))
