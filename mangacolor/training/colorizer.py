@@ -302,13 +302,14 @@ class ColorizerTask:
         """Warn that batch norm's running statistics blend the two kinds of input ``--input mix`` trains on.
 
         At inference they match neither greyscale nor line art; on the demo corpus a batch-norm U-Net
-        trained on mix ended 6-7 dB below an instance-norm one on line art (docs/quality.md).
+        trained on mix ended 6-7 dB below an instance-norm one on line art, and a layer-norm one did
+        better still on line art and screentone (docs/quality.md).
         """
         if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.generator.modules()):
             return
         cfg = self.cfg
         fix = (
-            'give --model-config \'{"norm": "instance"}\''
+            'give --model-config \'{"norm": "layer"}\' (or "instance"), normalised per image'
             if getattr(self.generator.config, "norm", None) == "batch"
             else "prefer a generator without batch norm"
         )

@@ -191,7 +191,7 @@ def test_discriminator_min_input_size_is_the_real_limit():
 
 @pytest.mark.parametrize(
     ("input_kind", "norm", "warned"),
-    [("mix", "batch", True), ("mix", "instance", False), ("luma", "batch", False)],
+    [("mix", "batch", True), ("mix", "instance", False), ("mix", "layer", False), ("luma", "batch", False)],
 )
 def test_mix_inputs_with_batch_norm_warn(color_folder, tmp_path, caplog, input_kind, norm, warned):
     config = _config(color_folder, tmp_path / "run", "unet", steps=1, input_kind=input_kind)
@@ -200,4 +200,4 @@ def test_mix_inputs_with_batch_norm_warn(color_folder, tmp_path, caplog, input_k
         train_colorizer(config)
     assert ("running statistics blend greyscale and line-art" in caplog.text) is warned
     if warned:
-        assert '--model-config \'{"norm": "instance"}\'' in caplog.text
+        assert '--model-config \'{"norm": "layer"}\'' in caplog.text
