@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The seed pipeline end to end, on a folder of colour images:
+# The scan-to-colour pipeline end to end, on a folder of colour images:
 #
 #   [prepare filter] -> prepare crop -> train-scan -> scan -> train-color -> colorize
 #

@@ -274,7 +274,7 @@ class AnimeFeatureLoss(nn.Module):
 
 
 class CombinedFeatureLoss(nn.Module):
-    """``vgg_weight * VGG + anime_weight * anime`` feature loss (0.9 / 0.1 as in the seed design)."""
+    """``vgg_weight * VGG + anime_weight * anime`` feature loss (0.9 / 0.1 by default)."""
 
     def __init__(
         self, vgg: PerceptualLoss, anime: AnimeFeatureLoss, vgg_weight: float = 0.9, anime_weight: float = 0.1

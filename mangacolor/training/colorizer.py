@@ -1,4 +1,4 @@
-"""Colorizer trainer: pix2pix (Isola et al. 2017) grown into the trainer the seed designs need.
+"""Colorizer trainer: pix2pix (Isola et al. 2017) grown into the trainer the registered architectures need.
 
 Generator G maps a greyscale page or line drawing x to colour G(x); a PatchGAN D (or pix2pixHD's
 multi-scale D) judges (x, y) pairs:

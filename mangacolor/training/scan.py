@@ -20,8 +20,8 @@ image that is already in its target domain unchanged (G_A(b) ~ b). Our generator
 number of channels, so each target-domain image is shown to the generator in its input format:
 G_s gets a real scan repeated to three channels and must return that scan; G_c gets the luma of a
 real colour image and must return the colour image. Both pin the tone polarity (dark stays dark),
-which is what the identity term fixed in the Berserk experiment (without it G_c learned inverted
-colours).
+which the cycle terms alone do not (two generators that both invert tones still reconstruct their
+inputs).
 
 **History pool.** Each discriminator sees generated images through a pool of the last 50
 (Shrivastava et al. 2017): until the pool is full every new image is stored and returned; after
