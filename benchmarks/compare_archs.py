@@ -14,7 +14,7 @@ itself (no colour at all) and the plain pix2pix U-Net trained with L1 only (no G
   run at that working size.
 * **Inputs**: held-out inputs are made like the training inputs: BT.601 luma, or
   :func:`mangacolor.data.make_lines` with ``--lines-method``. Luma inputs are colorized with the
-  luminance merge (``colorize``'s default: the output's luma is the input's), line inputs with
+  luminance merge (``colorize --merge luma``: the output's luma is the input's), line inputs with
   ``--merge none`` (a line drawing's luminance is not the picture's).
 * **Budget**: a probe run of each configuration (``--probe-fraction`` of the budget, at least 5 s
   and 5 steps after 2 warm-up steps) measures its seconds per step; the real run then gets
