@@ -6,7 +6,6 @@ and :class:`mangacolor.data.AlignedSource` all go through :func:`join_ab` and :f
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from mangacolor.errors import ImageReadError
 from mangacolor.imageio import convert_mode, read_image, write_image
 from mangacolor.prepare.runner import (
+    InputGuard,
     Job,
     RunOptions,
     check_output_format,
@@ -149,12 +149,14 @@ def hconcat_folders(
     check_output_format(output_format)
     for root in (a_root, b_root):
         check_output_root(root, output_root)
+    guard = InputGuard.of(output_root, (a_root, b_root))
     matching = match_stems(a_root, b_root)
     suffix_of = (lambda p: p.suffix.lower()) if output_format == "same" else (lambda p: "." + output_format)
 
     def jobs() -> Iterator[Job]:
         for key, a, b in matching.pairs:
-            yield Job(str(b), (str(output_root / (key + suffix_of(b))),), key, (str(a), str(b)))
+            outputs = (str(output_root / (key + suffix_of(b))),)
+            yield Job(str(b), outputs, key, (str(a), str(b)), error=guard.error(outputs))
 
     report = BatchReport()
     for _, result in iter_results(jobs(), HconcatTask(quality), options or RunOptions()):
@@ -177,13 +179,9 @@ def split_folder(
     input_root, output_root = Path(input_root), Path(output_root)
     check_output_root(input_root, output_root)
 
-    def jobs() -> Iterator[Job]:
-        for job in image_jobs(input_root, output_root, output_format):
-            if not job.outputs:  # a folder that cannot be listed: its failure as it is
-                yield job
-                continue
-            rel = Path(job.outputs[0]).relative_to(output_root)
-            outputs = (str(output_root / "A" / rel), str(output_root / "B" / rel))
-            yield dataclasses.replace(job, outputs=outputs)
+    def halves(out: Path) -> tuple[Path, ...]:
+        rel = out.relative_to(output_root)
+        return output_root / "A" / rel, output_root / "B" / rel
 
-    return run_jobs(jobs(), SplitTask(quality), options or RunOptions(), on_result)
+    jobs = image_jobs(input_root, output_root, output_format, outputs=halves)
+    return run_jobs(jobs, SplitTask(quality), options or RunOptions(), on_result)

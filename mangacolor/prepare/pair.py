@@ -18,7 +18,14 @@ import numpy as np
 
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import list_images, read_image, write_image
-from mangacolor.prepare.runner import Job, RunOptions, check_output_format, check_output_root, iter_results
+from mangacolor.prepare.runner import (
+    InputGuard,
+    Job,
+    RunOptions,
+    check_output_format,
+    check_output_root,
+    iter_results,
+)
 from mangacolor.report import BatchReport, FileResult
 
 
@@ -184,13 +191,15 @@ def pair_folders(
     check_output_format(output_format)
     for root in (bw_root, color_root):
         check_output_root(root, output_root)
+    guard = InputGuard.of(output_root, (bw_root, color_root))
     matching = match_stems(bw_root, color_root)
 
     def jobs() -> Iterator[Job]:
         for key, a, b in matching.pairs:
             out_a = output_root / "A" / (key + _suffix(a, output_format))
             out_b = output_root / "B" / (key + _suffix(b, output_format))
-            yield Job(str(b), (str(out_a), str(out_b)), key, (str(a), str(b)))
+            outputs = (str(out_a), str(out_b))
+            yield Job(str(b), outputs, key, (str(a), str(b)), error=guard.error(outputs))
 
     report = BatchReport()
     for _, result in iter_results(jobs(), PairTask(size, quality), options or RunOptions()):

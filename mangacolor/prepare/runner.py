@@ -374,20 +374,50 @@ def make_output_root(output_root: Path) -> None:
         raise MangacolorError(f"{output_root}: cannot create the output folder ({folder_error_reason(exc)})") from None
 
 
+@dataclass(frozen=True)
+class InputGuard:
+    """Tells which outputs would land on an input: only possible for inputs inside the output folder
+    (``prepare pair data/A data/B data`` writes ``data/A/<name>``; ``crop page.png .`` writes ``./page.png``).
+
+    Attributes:
+        inputs: ``(resolved, as given)`` of each input file or folder that lies inside the output folder.
+    """
+
+    inputs: tuple[tuple[Path, Path], ...] = ()
+
+    @classmethod
+    def of(cls, output_root: str | Path, input_roots: Iterable[str | Path]) -> InputGuard:
+        out = Path(output_root).resolve()
+        resolved = ((Path(root).resolve(), Path(root)) for root in input_roots)
+        return cls(tuple((real, given) for real, given in resolved if out in real.parents))
+
+    def error(self, outputs: Iterable[str | Path]) -> str:
+        """Why a job that writes ``outputs`` must not run, or ``""``."""
+        for output in outputs if self.inputs else ():
+            target = Path(output).resolve()
+            for real, given in self.inputs:
+                if target == real or real in target.parents:
+                    return f"its output {output} would overwrite the input {given}; choose another output folder"
+        return ""
+
+
 def image_jobs(
     input_root: str | Path,
     output_root: str | Path,
     output_format: str = "same",
     payload: Callable[[Path], Any] | None = None,
+    outputs: Callable[[Path], tuple[Path, ...]] | None = None,
 ) -> Iterator[Job]:
     """One job per image under ``input_root`` (lazily, sorted), writing the mirrored path under ``output_root``.
 
-    A sub-folder that cannot be listed, and an input whose output an earlier one of the same
-    name but another ending takes, become jobs that fail with the reason.
+    A sub-folder that cannot be listed, an input whose output an earlier one of the same name but
+    another ending takes, and an input whose output would overwrite an input, become jobs that fail
+    with the reason. ``outputs`` maps the mirrored path to the files the job really writes.
     """
     input_root, output_root = Path(input_root), Path(output_root)
     check_output_format(output_format)
     check_output_root(input_root, output_root)
+    guard = InputGuard.of(output_root, [input_root])
     unlisted: list[tuple[Path, str]] = []
     same_stem = SameStemFinder() if output_format != "same" else None
 
@@ -399,11 +429,16 @@ def image_jobs(
             folder, reason = unlisted.pop(0)
             yield Job(str(folder), (), key_of(folder), error=reason)
         out = output_path(source, input_root, output_root, output_format)
+        written = tuple(map(str, outputs(out) if outputs is not None else (out,)))
         first = same_stem.first(source) if same_stem is not None and input_root.is_dir() else source
         if first != source:
             error = f"same output as {first.name} (names differ only in their ending); rename one"
-            yield Job(str(source), (str(out),), key_of(source), error=error)
+            yield Job(str(source), written, key_of(source), error=error)
             continue
-        yield Job(str(source), (str(out),), key_of(source), payload(source) if payload is not None else None)
+        error = guard.error(written)
+        if error:
+            yield Job(str(source), written, key_of(source), error=error)
+            continue
+        yield Job(str(source), written, key_of(source), payload(source) if payload is not None else None)
     for folder, reason in unlisted:
         yield Job(str(folder), (), key_of(folder), error=reason)

@@ -9,6 +9,7 @@ import numpy as np
 from mangacolor.color import luma
 from mangacolor.imageio import read_image, write_image
 from mangacolor.prepare.aligned import hconcat_folders, split_folder
+from mangacolor.prepare.borders import CropConfig, crop_folder
 from mangacolor.prepare.pair import match_stems, pair_folders, parse_size
 from mangacolor.prepare.runner import RunOptions
 from tests.conftest import drawing
@@ -91,3 +92,27 @@ def test_pair_and_hconcat_refuse_an_unknown_format(tmp_path):
         pair_folders(tmp_path / "a", tmp_path / "b", tmp_path / "p", output_format="bmp")
     with pytest.raises(MangacolorError, match="--format must be one of"):
         hconcat_folders(tmp_path / "a", tmp_path / "b", tmp_path / "h", output_format="foo")
+
+
+def test_outputs_never_overwrite_the_inputs(tmp_path):
+    # pix2pix-style folders data/A and data/B, and data as the output: A's outputs are the inputs.
+    data = tmp_path / "data"
+    write_image(data / "A" / "p.png", luma(drawing(seed=1)))
+    write_image(data / "B" / "p.png", drawing(seed=1))
+    before = (data / "A" / "p.png").read_bytes()
+    for overwrite in (False, True):
+        report = pair_folders(data / "A", data / "B", data, RunOptions(workers=1, overwrite=overwrite), size=16)
+        assert report.batch.failed == 1 and "would overwrite the input" in report.batch.failures[0].reason
+        report = hconcat_folders(data / "A", data / "B", data, RunOptions(workers=1, overwrite=overwrite))
+        assert report.batch.counts["done"] == 1  # data/p.png: no input there
+    assert (data / "A" / "p.png").read_bytes() == before
+    # One image and its own folder as the output.
+    page = tmp_path / "page.png"
+    write_image(page, drawing(seed=2))
+    before = page.read_bytes()
+    for overwrite in (False, True):
+        report = split_folder(page, tmp_path, RunOptions(workers=1, overwrite=overwrite))
+        assert report.counts["done"] == 1  # tmp/A/page.png, tmp/B/page.png
+        report = crop_folder(page, tmp_path, CropConfig(size=8), RunOptions(workers=1, overwrite=overwrite))
+        assert report.failed == 1 and "would overwrite the input" in report.failures[0].reason
+    assert page.read_bytes() == before
