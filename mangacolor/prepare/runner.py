@@ -71,10 +71,13 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def shard_of(key: str, count: int) -> int:
-    """The shard (1..count) a job key belongs to: a stable hash, the same on every machine."""
+    """The shard (1..count) a job key belongs to: a stable hash, the same on every machine.
+
+    A file name that is not UTF-8 hashes by its bytes as stored (``surrogateescape``).
+    """
     if count == 1:
         return 1
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % count + 1
 
 

@@ -61,6 +61,13 @@ def test_shards_cover_every_file_once(images, tmp_path):
     assert sum(counts) == 300 and min(counts) > 70
 
 
+def test_shards_take_file_names_that_are_not_utf8(images, tmp_path):
+    name = os.fsdecode(b"\xff\xfepage.png")  # a Latin-1 name on a UTF-8 system
+    (images / name).write_bytes((images / "im0.png").read_bytes())
+    done = [crop_folder(images, tmp_path / f"s{i}", options=RunOptions(workers=1, shard=(i, 2))) for i in (1, 2)]
+    assert sum(r.counts["done"] for r in done) == 10 and not any(r.failed for r in done)
+
+
 def test_resume_after_partial_run_and_overwrite(images, tmp_path):
     out = tmp_path / "out"
     crop_folder(images, out, options=RunOptions(workers=1, shard=(1, 2)))  # an "interrupted" first run
