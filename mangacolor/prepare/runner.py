@@ -5,7 +5,7 @@ payload) and a picklable task ``Job -> FileResult``. :func:`run_jobs`:
 
 * keeps only the jobs of this machine's shard (``--shard i/n``: a stable hash of the job's key,
   so shards partition the files whatever the listing order or the number of workers);
-* skips jobs whose outputs all exist (unless ``overwrite``), so an interrupted run re-run
+* skips jobs whose outputs all exist as files (unless ``overwrite``), so an interrupted run re-run
   finishes the job;
 * runs the rest in a process pool, a few chunks in flight at a time: memory does not grow with
   the number of files, and results come back in input order, so reports and manifests are the
@@ -276,7 +276,7 @@ def _executor(workers: int) -> ProcessPoolExecutor:
 
 
 def _done_before(job: Job, overwrite: bool) -> bool:
-    return not overwrite and not job.error and bool(job.outputs) and all(os.path.exists(o) for o in job.outputs)
+    return not overwrite and not job.error and bool(job.outputs) and all(os.path.isfile(o) for o in job.outputs)
 
 
 def _exists(job: Job) -> FileResult:

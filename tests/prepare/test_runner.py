@@ -68,6 +68,14 @@ def test_shards_take_file_names_that_are_not_utf8(images, tmp_path):
     assert sum(r.counts["done"] for r in done) == 10 and not any(r.failed for r in done)
 
 
+def test_a_folder_named_like_an_output_is_not_a_finished_output(images, tmp_path):
+    out = tmp_path / "out"
+    (out / "im0.png").mkdir(parents=True)
+    report = crop_folder(images, out, options=RunOptions(workers=1))
+    assert report.counts["done"] == 8 and report.failed == 1 and not report.counts["skipped"]
+    assert report.failures[0].path.endswith("im0.png") and "Is a directory" in report.failures[0].reason
+
+
 def test_resume_after_partial_run_and_overwrite(images, tmp_path):
     out = tmp_path / "out"
     crop_folder(images, out, options=RunOptions(workers=1, shard=(1, 2)))  # an "interrupted" first run
