@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -205,6 +206,11 @@ def read_image(path: str | Path, mode: str | None = "RGB", max_pixels: int | Non
     if mode not in ("RGB", "L", None):
         raise ValueError(f"mode must be 'RGB', 'L' or None. Got {mode!r}")
     try:
+        kind = os.stat(path).st_mode
+        if stat.S_ISDIR(kind):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(kind):  # opening a named pipe would wait for a writer for ever
+            raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
         with open(path, "rb") as fh:
             with Image.open(fh) as img:
                 width, height = img.size

@@ -134,6 +134,13 @@ def test_not_an_image_and_missing(tmp_path):
         read_image(tmp_path)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_named_pipe_is_refused_without_waiting(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")  # opening it for reading would block until a writer comes
+    with pytest.raises(ImageReadError, match="pipe.png: not a regular file"):
+        read_image(tmp_path / "pipe.png")
+
+
 def test_unicode_file_names(tmp_path):
     path = tmp_path / "第1話" / "ページ_01 ü.png"
     write_image(path, _gradient())
