@@ -37,7 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mangacolor.errors import FileError, MangacolorError
+from mangacolor.errors import FileError, ImageReadError, MangacolorError
 from mangacolor.imageio import SameStemFinder, folder_error_reason, list_images, read_image, write_image
 from mangacolor.report import BatchReport, FileResult
 
@@ -352,11 +352,13 @@ class ImageTask:
 
 def check_output_root(input_root: Path, output_root: Path) -> None:
     """Refuse an output folder that is, or lies inside, an input folder (the walk would find the outputs),
-    or that cannot be created; create it.
+    or that cannot be created; create it (not for an input that does not exist).
 
     Raises:
-        MangacolorError: the output folder is inside the input, or cannot be made.
+        MangacolorError: the input does not exist, or the output folder is inside it, or cannot be made.
     """
+    if not input_root.exists():
+        raise ImageReadError(input_root, "no such file or directory")
     inp, out = input_root.resolve(), output_root.resolve()
     if out == inp or inp in out.parents:
         raise MangacolorError(f"{output_root}: the output folder must not be, or lie inside, the input {input_root}")

@@ -14,6 +14,7 @@ from mangacolor.imageio import list_images, write_image
 from mangacolor.prepare.aligned import split_folder
 from mangacolor.prepare.borders import CropConfig, crop_folder
 from mangacolor.prepare.lines import LinesConfig, lines_folder
+from mangacolor.prepare.pair import pair_folders
 from mangacolor.prepare.runner import Job, RunOptions, iter_results, parse_shard, shard_of
 from mangacolor.report import FileResult
 from tests.conftest import deny_listing, drawing
@@ -151,6 +152,18 @@ def test_output_folder_that_cannot_be_made(images, tmp_path):
     for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
         with pytest.raises(MangacolorError, match="cannot create the output folder"):
             lines_folder(images, out, options=RunOptions(workers=1))
+
+
+def test_a_missing_input_leaves_no_output_folder(tmp_path):
+    missing, out = tmp_path / "nope", tmp_path / "out"
+    for run in (
+        lambda: lines_folder(missing, out, options=RunOptions(workers=1)),
+        lambda: split_folder(missing, out, RunOptions(workers=1)),
+        lambda: pair_folders(missing, tmp_path, out, RunOptions(workers=1)),
+    ):
+        with pytest.raises(MangacolorError, match="nope: no such file or directory"):
+            run()
+        assert not out.exists()
 
 
 @dataclass(frozen=True)
