@@ -455,7 +455,7 @@ def filter_posts(
         raise MangacolorError(f"--max-files must be >= 1. Got {max_files}")
     try:
         layout.format(root="", subset="", bucket="", id=0, ext="", md5="")
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
         raise MangacolorError(f"--layout {layout!r} is not a valid pattern ({exc}); fields: {_LAYOUT_FIELDS}") from None
     files = metadata_files(metadata)
     shard_index, shard_count = options.shard

@@ -302,6 +302,12 @@ def test_image_path_layouts():
     assert image_path(post, "/d", "original", "{root}/{md5}.{ext}") == Path("/d/abc.png")
 
 
+@pytest.mark.parametrize("layout", ["{root}/{nope}", "{root}/{id[0]}", "{root}/{md5.upper.x}", "{root}/{"])
+def test_a_bad_layout_is_one_error(dump, tmp_path, layout):
+    with pytest.raises(MangacolorError, match="--layout .* is not a valid pattern"):
+        filter_posts([dump / "metadata"], dump, tmp_path / "out", TagFilter(), RunOptions(workers=1), layout=layout)
+
+
 def test_category_limits_required_tags_but_not_exclusions():
     post = parse_post(
         {"id": 7, "tag_string_character": "hatsune_miku", "tag_string_general": "comic 1girl", "rating": "g"}
