@@ -161,7 +161,9 @@ def _high_depth_to_uint8(img: Image.Image) -> np.ndarray:
         arr = arr * 255.0 if peak <= 1.0 else (arr / 257.0 if peak > 255.0 else arr)
         return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
     arr = arr.astype(np.int64)
-    if arr.size and arr.max() > 255:
+    if img.mode.startswith("I;16"):  # 16 bits by the file's word: scale even a dark page's 0..255
+        return np.clip((arr + 128) // 257, 0, 255).astype(np.uint8)
+    if arr.size and arr.max() > 255:  # 32-bit "I": a value range is all there is to go by
         return np.clip((arr + 128) // 257, 0, 255).astype(np.uint8)  # 0..65535 -> 0..255
     return np.clip(arr, 0, 255).astype(np.uint8)
 

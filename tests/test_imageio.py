@@ -88,6 +88,12 @@ def test_16bit_greyscale(tmp_path):
     assert out.tolist() == [[0, 255], [100, 200]]
 
 
+def test_dark_16bit_greyscale_is_not_taken_for_8bit(tmp_path):
+    arr = np.array([[0, 255], [128, 200]], np.uint16)  # all <= 255: near black in 16 bits
+    Image.fromarray(arr).save(tmp_path / "dark16.png")
+    assert read_image(tmp_path / "dark16.png", mode=None).tolist() == [[0, 1], [0, 1]]
+
+
 def test_cmyk_jpeg(tmp_path):
     Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=100)  # red
     out = read_image(tmp_path / "c.jpg")
