@@ -269,6 +269,9 @@ _PIL_FORMATS = {
 }
 
 
+_MAX_SIDE = {".jpg": 65500, ".jpeg": 65500, ".webp": 16383}  # the formats' own limits
+
+
 def encode_image(image: np.ndarray, suffix: str, quality: int = 95) -> bytes:
     """Encode a ``uint8`` (H, W) or (H, W, 3) RGB array into the bytes of an image file.
 
@@ -280,6 +283,10 @@ def encode_image(image: np.ndarray, suffix: str, quality: int = 95) -> bytes:
     suffix = suffix.lower()
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
         raise ValueError(f"expected uint8 (H, W) or (H, W, 3). Got {image.dtype} {image.shape}")
+    limit = _MAX_SIDE.get(suffix)
+    if limit is not None and max(image.shape[:2]) > limit:
+        height, width = image.shape[:2]
+        raise ValueError(f"{width}x{height} is too large for {suffix} (at most {limit} px a side); use .png")
     if suffix in (".png", ".jpg", ".jpeg"):
         # OpenCV's encoders are several times faster than Pillow's on full pages.
         pixels = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)

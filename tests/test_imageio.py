@@ -223,3 +223,11 @@ def test_written_files_have_ordinary_permissions(tmp_path):
     os.umask(mask)
     write_image(tmp_path / "p.png", _gradient())
     assert (tmp_path / "p.png").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize(("name", "width"), [("wide.jpg", 65501), ("wide.webp", 16384)])
+def test_too_wide_for_the_format_is_a_clear_error(tmp_path, name, width):
+    with pytest.raises(ImageWriteError, match=rf"{name}: {width}x1 is too large for \.\w+ .*use \.png"):
+        write_image(tmp_path / name, np.zeros((1, width), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+    write_image(tmp_path / "wide.png", np.zeros((1, width), np.uint8))  # PNG takes it

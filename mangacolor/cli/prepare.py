@@ -255,7 +255,7 @@ def lines_cmd(
     try:
         config = LinesConfig(mode, params)
     except ValueError as exc:
-        raise MangacolorError(f"--method {mode}: {exc}") from None
+        raise MangacolorError(f"{'--gray' if gray else '--method ' + mode}: {exc}") from None
     report = _run(
         "lines",
         as_json,

@@ -69,6 +69,8 @@ def test_failures_exit_1_and_bad_options_exit_2(tmp_path):
     assert bad.exit_code == 2 and "--shard" in bad.stderr
     bad = runner.invoke(app, ["prepare", "lines", str(src), str(tmp_path / "o3"), "--method", "blur", "--phi", "3"])
     assert bad.exit_code == 2 and "phi" in bad.stderr
+    bad = runner.invoke(app, ["prepare", "lines", str(src), str(tmp_path / "o4"), "--gray", "--sigma", "2"])
+    assert bad.exit_code == 2 and "--gray:" in bad.stderr and "--method" not in bad.stderr
 
 
 def test_pair_hconcat_split(tmp_path):
