@@ -467,6 +467,12 @@ def filter_posts(
         wanted = 0
         seen: set[int] = set()  # one int per selected post: a dump may list a post twice
         for line in read_metadata(files):
+            if line.line == 0:  # the file itself could not be read to the end: the selection is partial
+                result = FileResult(str(line.file), "failed", f"metadata {line.error}; the posts after it are missing")
+                report.batch.add(result)
+                if on_result is not None:
+                    on_result(result)
+                continue
             report.lines += 1
             if line.post is None:
                 message = f"{line.where}: {line.error}"

@@ -361,7 +361,10 @@ def test_corrupt_gzip_and_unwritable_output(dump, tmp_path):
         broken[len(broken) // 2 + i] ^= 0xFF  # damage inside the deflate stream
     (tmp_path / "bad.jsonl.gz").write_bytes(bytes(broken))
     report = filter_posts([tmp_path / "bad.jsonl.gz"], dump, tmp_path / "out", TagFilter(), RunOptions(workers=1))
-    assert any("cannot read further" in m for m in report.malformed)
+    assert report.batch.failed == 1 and report.batch.counts["done"] >= 1  # posts before the break are kept
+    failure = report.batch.failures[0]
+    assert failure.path.endswith("bad.jsonl.gz") and "cannot read further" in failure.reason
+    assert not any("cannot read further" in m for m in report.malformed)
     (tmp_path / "afile").write_text("x")
     with pytest.raises(MangacolorError, match="afile: cannot create the output folder"):
         filter_posts([dump / "metadata"], dump, tmp_path / "afile", TagFilter(), RunOptions(workers=1))
