@@ -341,9 +341,10 @@ def image_path(post: Post, root: str | Path, subset: str = "512px", layout: str 
 
 
 def resolve_image(path: Path) -> Path | None:
-    """``path`` if it exists; for an unknown ending (``<id>.*``) the first match; else ``None``."""
+    """``path`` if it exists; for an unknown ending (``<id>.*``) the first image file that matches; else ``None``."""
     if path.suffix == ".*":
-        matches = sorted(path.parent.glob(path.name)) if path.parent.is_dir() else []
+        found = sorted(path.parent.glob(path.name)) if path.parent.is_dir() else []
+        matches = [p for p in found if is_image_path(p) and p.is_file()]  # not <id>.mp4 or <id>.json
         return matches[0] if matches else None
     return path if path.is_file() else None
 

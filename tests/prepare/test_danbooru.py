@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mangacolor.errors import MangacolorError
-from mangacolor.prepare.danbooru import TagFilter, filter_posts, image_path, parse_post, read_metadata
+from mangacolor.prepare.danbooru import TagFilter, filter_posts, image_path, parse_post, read_metadata, resolve_image
 from mangacolor.prepare.runner import RunOptions
 
 
@@ -376,3 +376,11 @@ def test_a_post_listed_twice_without_its_image_is_counted_once(dump, tmp_path):
     meta.write_text(line + "\n" + line + "\n")
     report = filter_posts([meta], dump, tmp_path / "out", TagFilter(), RunOptions(workers=1))
     assert report.batch.skip_reasons["image not in the dump"] == 1 and report.rejected["duplicate id"] == 1
+
+
+def test_unknown_ending_matches_an_image_file_only(tmp_path):
+    for name in ("12.json", "12.mp4", "12.webp"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "13.png").mkdir()  # a folder named like an image is not a match either
+    assert resolve_image(tmp_path / "12.*") == tmp_path / "12.webp"
+    assert resolve_image(tmp_path / "13.*") is None
