@@ -41,6 +41,7 @@ from mangacolor.imageio import (
     SameStemFinder,
     atomic_write_bytes,
     encode_image,
+    folder_error_reason,
     list_images,
     read_image,
     to_tensor,
@@ -436,7 +437,7 @@ def _write(dst: Path, data: bytes) -> None:
     try:
         atomic_write_bytes(dst, data)
     except OSError as exc:
-        raise ImageWriteError(dst, f"cannot write: {exc.strerror or exc}") from None
+        raise ImageWriteError(dst, f"cannot write: {folder_error_reason(exc)}") from None
 
 
 def run_folder(

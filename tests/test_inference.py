@@ -160,7 +160,8 @@ def test_unwritable_output_fails_cleanly(translator, tmp_path):
     blocker = tmp_path / "out"
     blocker.write_text("a file where the output folder should be")
     report = run_folder(translator, src, blocker)
-    assert report.failed == 1 and "cannot write" in report.failures[0].reason
+    assert report.failed == 1 and "cannot write: a file is in the way" in report.failures[0].reason
+    assert blocker.read_text() == "a file where the output folder should be"
 
 
 def test_output_that_would_overwrite_the_input_is_refused(translator, tmp_path):
