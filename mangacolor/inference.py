@@ -35,7 +35,7 @@ from torch import nn
 from mangacolor import checkpoint
 from mangacolor.checkpoint import CheckpointInfo
 from mangacolor.color import is_color, luma, merge_luminance, page_kind
-from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError
+from mangacolor.errors import CheckpointError, ImageReadError, ImageWriteError, MangacolorError
 from mangacolor.imageio import (
     IMAGE_EXTENSIONS,
     SameStemFinder,
@@ -124,7 +124,11 @@ class Translator:
         self.multiple = int(getattr(model, "size_multiple", 1))
         if size is None:  # the scale the model was trained at; 0 means each page's own resolution
             stored = info.provenance.get("working_size")
-            size = DEFAULT_SIZE if stored is None else int(stored)
+            if stored is not None and (type(stored) is not int or stored < 0):
+                raise CheckpointError(
+                    info.path, f"provenance working_size {stored!r} is not a size in pixels; pass --size"
+                )
+            size = DEFAULT_SIZE if stored is None else stored
         if 0 < size < self.multiple:
             raise MangacolorError(f"--size {size} is smaller than this model's size multiple {self.multiple}")
         self.size = size

@@ -341,3 +341,13 @@ def test_batches_gather_pages_of_one_shape_and_stay_bounded(toy_checkpoint, tmp_
     for i in (0, 29):
         got = read_image(tmp_path / "many" / f"b{i}.png")
         assert np.abs(got.astype(int) - translator(read_image(src / "many" / f"b{i}.png"))[0]).max() <= 1
+
+
+@pytest.mark.parametrize("stored", ["big", -5, 64.5, True])
+def test_a_bad_working_size_in_the_checkpoint_is_a_checkpoint_error(tmp_path, stored):
+    path = checkpoint.save(tmp_path / "w.safetensors", create_model("unet", base_width=4, depth=3))
+    model, info = checkpoint.load(path)
+    info.provenance["working_size"] = stored
+    with pytest.raises(MangacolorError, match="w.safetensors: provenance working_size .* pass --size"):
+        Translator(model, info, torch.device("cpu"))
+    assert Translator(model, info, torch.device("cpu"), size=32).size == 32
