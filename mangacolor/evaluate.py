@@ -389,11 +389,19 @@ class Matching:
     ignored_truth: list[Path] = field(default_factory=list)
 
 
-def _by_name(root: Path) -> tuple[dict[str, Path], list[Path]]:
-    """The images under ``root`` by relative name stem (first in sorted order), and the others of a taken name."""
+def _by_name(root: Path, leave_out: tuple[str | Path | None, ...] = ()) -> tuple[dict[str, Path], list[Path]]:
+    """The images under ``root`` by relative name stem (first in sorted order), and the others of a taken name.
+
+    Images under a folder of ``leave_out`` that lies inside ``root`` (predictions written into the truth
+    folder, say) are not listed.
+    """
     first: dict[str, Path] = {}
     others: list[Path] = []
+    folders = [Path(p).resolve() for p in leave_out if p is not None and Path(p).is_dir()]
+    skip = [f for f in folders if root.resolve() in f.parents]
     for path in list_images(root):
+        if skip and any(f in path.resolve().parents for f in skip):
+            continue
         key = _key(path, root)
         if key in first:
             others.append(path)
@@ -402,14 +410,17 @@ def _by_name(root: Path) -> tuple[dict[str, Path], list[Path]]:
     return first, others
 
 
-def match_predictions(pred_root: str | Path, truth_root: str | Path) -> Matching:
+def match_predictions(
+    pred_root: str | Path, truth_root: str | Path, leave_out: tuple[str | Path | None, ...] = ()
+) -> Matching:
     """Pair each truth image with its prediction by relative path without the ending.
 
     ``out/a/page.webp`` matches ``truth/a/page.png``. A multi-output model's candidate files
     (``page_c0.png``, ``page_c1.png``, ... from ``colorize --candidates``) match ``page``: a file
     named exactly like the truth wins, else the first candidate ``_c0``; the others are unused.
     Among files differing only in their ending, the first in sorted order wins. Two files are
-    compared whatever their names.
+    compared whatever their names. A folder inside the other root (``pred/`` written into ``truth/``),
+    or in ``leave_out`` (the inputs' folder), is left out of that root's images.
 
     Raises:
         ImageReadError: a folder does not exist.
@@ -417,9 +428,9 @@ def match_predictions(pred_root: str | Path, truth_root: str | Path) -> Matching
     pred_root, truth_root = Path(pred_root), Path(truth_root)
     if pred_root.is_file() and truth_root.is_file():  # two files: compared whatever their names
         return Matching(pairs=[(truth_root.stem, pred_root, truth_root)])
-    exact, unused = _by_name(pred_root)
+    exact, unused = _by_name(pred_root, (truth_root, *leave_out))
     candidates: dict[str, tuple[int, Path]] = {}
-    truth_by_name, ignored_truth = _by_name(truth_root)
+    truth_by_name, ignored_truth = _by_name(truth_root, (pred_root, *leave_out))
     truths = list(truth_by_name.items())
     truth_keys = set(truth_by_name)
     for key, path in list(exact.items()):
@@ -690,7 +701,7 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
     if config.sheet and Path(config.sheet).suffix.lower() not in IMAGE_EXTENSIONS:
         endings = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise MangacolorError(f"{config.sheet}: the contact sheet needs an image ending ({endings})")
-    matching = match_predictions(config.pred, config.truth)
+    matching = match_predictions(config.pred, config.truth, leave_out=(config.inputs,))
     result = EvalResult(
         str(config.pred),
         str(config.truth),

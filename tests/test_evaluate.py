@@ -215,6 +215,18 @@ def test_exact_name_wins_over_candidate(tmp_path):
     assert [p.name for p in m.unused] == ["a_c0.png"]
 
 
+def test_a_prediction_or_input_folder_inside_the_truth_folder_is_not_truth(tmp_path):
+    truth = tmp_path / "truth"
+    _touch_images(truth, ["a.png", "pred/a.png", "luma/a.png"])
+    m = match_predictions(truth / "pred", truth, leave_out=(truth / "luma",))
+    assert [(n, p.parent.name, t.parent.name) for n, p, t in m.pairs] == [("a", "pred", "truth")]
+    assert m.missing == [] and m.unused == []
+    pred = tmp_path / "pred"
+    _touch_images(pred, ["a.png", "truth/a.png"])
+    m = match_predictions(pred, pred / "truth")  # and the other way round
+    assert [(n, p.parent.name) for n, p, _ in m.pairs] == [("a", "pred")] and m.unused == []
+
+
 def test_two_files_match_whatever_their_names(tmp_path):
     _touch_images(tmp_path, ["out.webp", "page.png"])
     m = match_predictions(tmp_path / "out.webp", tmp_path / "page.png")
