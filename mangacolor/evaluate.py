@@ -680,6 +680,21 @@ def _input_for(name: str, inputs: Path | None, truth: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.cvtColor(truth, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
 
 
+def _check_sheet_target(sheet: Path, matching: Matching, inputs: str | None) -> None:
+    """Refuse a contact sheet that would overwrite one of the images it shows.
+
+    Raises:
+        MangacolorError: ``sheet`` is a compared prediction or truth image, or an input image.
+    """
+    target = sheet.resolve()
+    compared = {p.resolve() for _, pred, truth in matching.pairs for p in (pred, truth)}
+    in_inputs = inputs is not None and (target == Path(inputs).resolve() or Path(inputs).resolve() in target.parents)
+    if target in compared or (in_inputs and target.is_file()):
+        raise MangacolorError(
+            f"{sheet}: the contact sheet would overwrite an image being evaluated; choose another file"
+        )
+
+
 def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None = None) -> EvalResult:
     """Compare every prediction with its truth image; see the module docstring for the metrics.
 
@@ -713,6 +728,8 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
         raise MangacolorError(
             f"{config.pred}: no prediction matches an image of {config.truth} (files match by relative name stem)"
         )
+    if config.sheet:
+        _check_sheet_target(Path(config.sheet), matching, config.inputs)
     device = resolve_device(config.device)
     lpips_net: LPIPS | None = None
     if config.lpips:

@@ -83,3 +83,15 @@ def test_evaluate_prints_the_scores_when_the_sheet_cannot_be_written(folders, tm
     report = json.loads(result.stdout)
     assert report["evaluated"] == 3 and "cannot write" in report["sheet_error"]
     assert "contact sheet not written" in result.stderr
+
+
+def test_evaluate_refuses_a_sheet_that_would_overwrite_an_evaluated_image(folders):
+    pred, truth, inputs = folders
+    args = ["evaluate", str(pred), str(truth), "--no-fid", "--no-lpips", "--inputs", str(inputs)]
+    for target in (truth / "[p]0.png", pred / "[p]1_c0.webp", inputs / "[p]2.png"):
+        before = target.read_bytes()
+        result = runner.invoke(app, [*args, "--sheet", str(target)])
+        assert result.exit_code == 2 and "would overwrite an image being evaluated" in result.stderr
+        assert target.read_bytes() == before
+    result = runner.invoke(app, [*args, "--sheet", str(pred / "sheet.png")])  # a new file beside them is fine
+    assert result.exit_code == 0 and (pred / "sheet.png").is_file()
