@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mangacolor.cli._common import EXIT_FAILURES, console, guarded, make_progress
+from mangacolor.cli._common import EXIT_ERROR, EXIT_FAILURES, console, guarded, make_progress
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -122,6 +122,13 @@ def evaluate(
         result = evaluate_folders(config, on_image=lambda _name: progress.advance(task))
     _print_tables(result, per_image)
     typer.echo(json.dumps(result.to_json(), indent=2))
+    if not result.images:
+        console.print(
+            f"[bold red]error:[/] nothing could be compared: each of the {len(result.failures)} matched "
+            "pair(s) has an unreadable file",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_ERROR)
     if result.missing or result.failures:
         console.print(
             f"[bold red]{len(result.missing)} missing, {len(result.failures)} unreadable[/]: "

@@ -95,3 +95,13 @@ def test_evaluate_refuses_a_sheet_that_would_overwrite_an_evaluated_image(folder
         assert target.read_bytes() == before
     result = runner.invoke(app, [*args, "--sheet", str(pred / "sheet.png")])  # a new file beside them is fine
     assert result.exit_code == 0 and (pred / "sheet.png").is_file()
+
+
+def test_evaluate_with_every_pair_unreadable_exits_2(folders):
+    pred, truth, _ = folders
+    for i in range(3):
+        (pred / f"[p]{i}_c0.webp").write_bytes(b"not a picture")
+    result = runner.invoke(app, ["evaluate", str(pred), str(truth), "--no-fid", "--no-lpips"])
+    assert result.exit_code == 2 and "nothing could be compared" in result.stderr
+    report = json.loads(result.stdout)  # the report still says which files could not be read
+    assert report["evaluated"] == 0 and len(report["unreadable"]) == 3
