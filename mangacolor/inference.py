@@ -593,7 +593,10 @@ def run_folder(
                 record(FileResult(str(job.src), "failed", job.error))
                 continue
             if job.copy:
-                submit_write(job, None)
+                if not options.overwrite and job.outputs[0].exists():  # a copy is one file, even with candidates
+                    record(FileResult(str(job.src), "skipped", "output exists (use --overwrite to redo)"))
+                else:
+                    submit_write(job, None)
                 continue
             assert job.prepared is not None
             key = (job.prepared.route, tuple(job.prepared.tensor.shape))

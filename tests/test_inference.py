@@ -351,3 +351,15 @@ def test_a_bad_working_size_in_the_checkpoint_is_a_checkpoint_error(tmp_path, st
     with pytest.raises(MangacolorError, match="w.safetensors: provenance working_size .* pass --size"):
         Translator(model, info, torch.device("cpu"))
     assert Translator(model, info, torch.device("cpu"), size=32).size == 32
+
+
+def test_a_copied_colour_page_is_skipped_on_resume_with_candidates(tmp_path):
+    _, ckpt, _ = toy_colorizer("sgru", tmp_path)
+    translator = Translator.from_checkpoint(ckpt, device="cpu")
+    src = tmp_path / "in"
+    write_image(src / "color.png", drawing(seed=4))
+    options = FolderOptions(candidates=True)
+    first = run_folder(translator, src, tmp_path / "out", options)
+    assert first.counts["copied"] == 1 and (tmp_path / "out" / "color_c0.png").is_file()
+    again = run_folder(translator, src, tmp_path / "out", options)
+    assert again.counts["skipped"] == 1 and again.counts["copied"] == 0
