@@ -195,7 +195,10 @@ class AlignedSource(ColorFolderSource):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         from mangacolor.prepare.aligned import split_ab
 
-        a, b = split_ab(read_image(self.files[index], mode="RGB"))
+        try:
+            a, b = split_ab(read_image(self.files[index], mode="RGB"))
+        except ValueError as exc:  # an odd width: not an A|B image; skipped like an unreadable file
+            raise ImageReadError(self.files[index], str(exc)) from None
         return luma(a), b
 
 

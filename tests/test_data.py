@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from mangacolor.color import luma
-from mangacolor.data import AugmentConfig, ColorizationDataset, PairedFolderSource, UnpairedDataset, split_files
+from mangacolor.data import (
+    AlignedSource,
+    AugmentConfig,
+    ColorizationDataset,
+    PairedFolderSource,
+    UnpairedDataset,
+    split_files,
+)
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import write_image
 from tests.conftest import drawing
@@ -69,6 +76,23 @@ def test_paired_inputs_mix_with_line_art_of_the_target(tmp_path, augment):
     assert 0.25 <= paired_share("mix") <= 0.75
     with pytest.raises(MangacolorError, match="--input mix"):
         ColorizationDataset(source, 32, input_kind="lines")
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_aligned_images_of_odd_width_are_skipped_like_unreadable_files(tmp_path, caplog, cache):
+    folder = tmp_path / "ab"
+    write_image(folder / "good.png", np.concatenate([drawing(32, 32, seed=1)] * 2, axis=1))  # (32, 64, 3)
+    write_image(folder / "odd.png", drawing(32, 65, seed=2))
+    with caplog.at_level(logging.WARNING, logger="mangacolor"):
+        ds = ColorizationDataset(AlignedSource(folder), 32, cache=cache)
+        items = [ds[(0, i)] for i in range(len(ds))]
+    assert all(item["y"].shape == (3, 32, 32) for item in items)
+    assert "odd.png: an A|B image has an even width" in caplog.text
+    if cache:
+        assert len(ds) == 1
+    (folder / "good.png").unlink()
+    with pytest.raises(MangacolorError, match="none of the 1 training images could be read"):
+        ColorizationDataset(AlignedSource(folder), 32)
 
 
 def test_split_files_keeps_a_test_split_apart_from_training_and_validation():
