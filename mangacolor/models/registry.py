@@ -109,7 +109,38 @@ def build_config(name: str, config: Any = None, **overrides: Any) -> Any:
     for key, value in values.items():  # JSON turns tuples into lists
         if isinstance(value, list) and "tuple" in str(fields[key].type):
             values[key] = tuple(value)
+        _check_field(name, key, str(fields[key].type), values[key])
     return spec.config_cls(**values)
+
+
+def _check_field(name: str, key: str, kind: str, value: Any) -> None:
+    """Refuse a config value of the wrong type, a negative count or a width below 1 (e.g. from JSON).
+
+    Raises:
+        ValueError: naming the architecture, the field and the value.
+    """
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if kind == "int":
+        ok = is_int(value)
+        ints = [value] if ok else []
+    elif kind.startswith("tuple[int"):
+        ok = isinstance(value, tuple) and all(is_int(v) for v in value)
+        ints = list(value) if ok else []
+    else:
+        ok = {
+            "float": lambda: isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": lambda: isinstance(value, bool),
+            "str": lambda: isinstance(value, str),
+        }.get(kind, lambda: True)()
+        ints = []
+    if not ok:
+        raise ValueError(f"{name}: {key} must be of type {kind}. Got {value!r}")
+    least = 1 if "width" in key or "channels" in key else 0
+    if any(v < least for v in ints):
+        raise ValueError(f"{name}: {key} must be >= {least}. Got {value!r}")
 
 
 def create_model(name: str, config: Any = None, **overrides: Any) -> nn.Module:

@@ -87,3 +87,21 @@ def test_unknown_config_field_refused() -> None:
 def test_unknown_arch_lists_known() -> None:
     with pytest.raises(KeyError, match="unet"):
         get_spec("nope")
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "message"),
+    [
+        ("unet", {"base_width": 0}, "base_width must be >= 1"),
+        ("unet", {"depth": "x"}, "depth must be of type int"),
+        ("unet", {"depth": 3.5}, "depth must be of type int"),
+        ("unet", {"dropout": "a"}, "dropout must be of type float"),
+        ("patchgan", {"base_width": -1}, "base_width must be >= 1"),
+        ("patchgan", {"n_layers": -1}, "n_layers must be >= 0"),
+        ("resnet-unet", {"decoder_widths": [8, 8, 0, 8, 8]}, "decoder_widths must be >= 1"),
+    ],
+)
+def test_bad_config_values_refused_by_name(name: str, config: dict, message: str) -> None:
+    """Values from --model-config JSON that would crash deep in torch are refused with the field's name."""
+    with pytest.raises(ValueError, match=message):
+        build_config(name, config)
