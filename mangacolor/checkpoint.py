@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,8 +130,9 @@ def load_torch_weights(path: str | Path, what: str) -> dict[str, Any]:
         if "WeightsUnpickler error:" in text:  # torch's advice to unpickle the file is not ours to give
             detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
             reason = f"not a PyTorch file of plain tensors ({detail})"
-        else:
-            reason = (text.splitlines() or [type(exc).__name__])[0]
+        else:  # outside a zip archive torch's own text is noise: "174812789", "EOFError", "pop from empty list"
+            detail = (text.splitlines() or [""])[0].split(". ")[0]
+            reason = "not a PyTorch file, or a damaged one" + (f" ({detail})" if zipfile.is_zipfile(path) else "")
         raise CheckpointError(path, f"cannot read {what}: {reason}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

@@ -114,6 +114,10 @@ def test_torch_weights_that_are_not_plain_tensors(tmp_path):
     with pytest.raises(CheckpointError, match="object.pth: cannot read x: not a PyTorch file of plain tensors") as exc:
         checkpoint.load_torch_weights(pickled, "x")
     assert "weights_only" not in str(exc.value)
+    for name, data in (("notes.pth", b"some text, not weights\n"), ("empty.pth", b"")):
+        (tmp_path / name).write_bytes(data)  # torch says KeyError(<number>) and EOFError()
+        with pytest.raises(CheckpointError, match=f"{name}: cannot read x: not a PyTorch file, or a damaged one$"):
+            checkpoint.load_torch_weights(tmp_path / name, "x")
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"state_dict": {"w": torch.ones(2)}}, wrapped)
     assert set(checkpoint.load_torch_weights(wrapped, "x")) == {"w"}
