@@ -82,6 +82,9 @@ def save(
         model: the model; its class must be registered (it carries ``arch_name`` and ``config``).
         provenance: JSON-able facts about how it was trained; a ``date`` is added if missing.
         half: store floating-point tensors as float16 (half the size; loading casts back).
+
+    Raises:
+        CheckpointError: the file cannot be written (disk full, no permission).
     """
     path = Path(path)
     arch = getattr(model, "arch_name", None)
@@ -104,7 +107,10 @@ def save(
         "provenance": json.dumps(prov, sort_keys=True, default=str),
         "mangacolor_version": __version__,
     }
-    atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+    try:
+        atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+    except OSError as exc:  # disk full, no permission: the previous file at ``path`` stays as it was
+        raise CheckpointError(path, f"cannot write: {exc.strerror or exc}") from None
     return path
 
 

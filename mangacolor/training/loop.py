@@ -349,13 +349,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_resume(path: Path, state: dict[str, Any]) -> None:
-    """Write resume state atomically (temp file, fsync, rename)."""
+    """Write resume state atomically (temp file, fsync, rename).
+
+    Raises:
+        MangacolorError: it cannot be written (disk full, ...); the previous state stays, no temp file.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise MangacolorError(f"{path}: cannot save the resume state ({exc.strerror or exc})") from None
 
 
 def load_resume(path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mangacolor.errors import MangacolorError
 from mangacolor.imageio import atomic_write_bytes, to_uint8, write_image
 
 
@@ -33,13 +34,20 @@ class RunDir:
     def write_config(self, config: Any) -> None:
         """Store the training config (a dataclass or dict) as ``config.json``."""
         data = asdict(config) if is_dataclass(config) else dict(config)
-        atomic_write_bytes(self.path / "config.json", json.dumps(data, indent=2, default=str).encode())
+        try:
+            atomic_write_bytes(self.path / "config.json", json.dumps(data, indent=2, default=str).encode())
+        except OSError as exc:
+            raise MangacolorError(f"{self.path / 'config.json'}: cannot write ({exc.strerror or exc})") from None
 
     def log_metrics(self, step: int, values: dict[str, float]) -> None:
         """Append one JSON line to ``metrics.jsonl``."""
         record = {"step": step, "time": round(time.time() - self._t0, 3), **values}
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        path = self.path / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise MangacolorError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
     def truncate_metrics(self, step: int) -> None:
         """Drop the ``metrics.jsonl`` lines logged after ``step`` (a resume redoes those steps)."""

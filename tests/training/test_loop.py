@@ -228,3 +228,21 @@ def test_stage_sampler_runs_the_epochs_on_without_end():
     assert list(islice(StageSampler(10, 3, 1, batch_size=2), 30)) == sum(epochs, [])
     assert list(islice(StageSampler(10, 3, 1, batch_size=2, start_batch=3), 6)) == epochs[0][6:] + epochs[1][:2]
     assert list(islice(StageSampler(10, 3, 1, batch_size=2, start_batch=5), 2)) == epochs[1][:2]  # epoch done
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_temp_file(color_folder, tmp_path, monkeypatch):
+    """A checkpoint or resume state that cannot be written (disk full) ends the run with a MangacolorError."""
+    import mangacolor.checkpoint
+    import mangacolor.training.loop as loop
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loop.torch, "save", disk_full)
+    with pytest.raises(MangacolorError, match=r"resume.pt: cannot save the resume state \(No space left on device\)"):
+        train_colorizer(_config(color_folder, tmp_path / "a", steps=2, save_every=1))
+    assert not list((tmp_path / "a").glob(".*.tmp"))
+    monkeypatch.undo()
+    monkeypatch.setattr(mangacolor.checkpoint, "atomic_write_bytes", disk_full)
+    with pytest.raises(MangacolorError, match=r"latest.safetensors: cannot write: No space left on device"):
+        train_colorizer(_config(color_folder, tmp_path / "b", steps=2, save_every=1))
