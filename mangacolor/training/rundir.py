@@ -54,8 +54,14 @@ class RunDir:
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
-        kept = [line for line in kept if json.loads(line).get("step", 0) <= step]
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # blank, or torn by a kill during the append: that step is logged again
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line + "\n")
         atomic_write_bytes(path, "".join(kept).encode())
 
     def save_samples(self, step: int, columns: list[torch.Tensor], max_rows: int = 4) -> Path:

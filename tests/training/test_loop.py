@@ -246,3 +246,15 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_no_temp_file(color_folder, t
     monkeypatch.setattr(mangacolor.checkpoint, "atomic_write_bytes", disk_full)
     with pytest.raises(MangacolorError, match=r"latest.safetensors: cannot write: No space left on device"):
         train_colorizer(_config(color_folder, tmp_path / "b", steps=2, save_every=1))
+
+
+def test_resume_drops_a_metrics_line_torn_by_a_kill(color_folder, tmp_path):
+    """A kill during the append leaves half a line in metrics.jsonl: the resume drops it and logs that step again."""
+    cfg = _config(color_folder, tmp_path / "r", steps=4, log_every=1)
+    with pytest.raises(TrainingStopped):
+        train_colorizer(cfg, stop=EarlyStop(time_limit_s=1e-9))
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    with open(metrics, "a") as fh:
+        fh.write('{"step": 2, "time": 0.5, "loss_d')
+    train_colorizer(cfg, resume=True)
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4]
