@@ -74,9 +74,10 @@ class EarlyStop:
 
     Use as a context manager around the loop. With ``signals``, SIGINT and SIGTERM (main thread
     only) ask for a stop after the step in flight; a second SIGINT aborts at once, as Ctrl-C
-    usually does. The previous handlers come back on exit. DataLoader workers forked inside the
-    block inherit the handlers, so a Ctrl-C sent to the whole process group does not kill them
-    under the loop's feet.
+    usually does, except while the run is being saved (:meth:`saving`): an abort there would lose
+    the resume state the first one asked for. The previous handlers come back on exit. DataLoader
+    workers forked inside the block inherit the handlers, so a Ctrl-C sent to the whole process
+    group does not kill them under the loop's feet.
 
     Args:
         time_limit_s: stop starting new steps this many seconds after entering (0: no limit).
@@ -92,6 +93,7 @@ class EarlyStop:
         self._start = time.monotonic()
         self._pid = os.getpid()
         self._interrupts = 0
+        self._saving = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> EarlyStop:
@@ -109,14 +111,25 @@ class EarlyStop:
     def _handle(self, signum: int, frame: object) -> None:
         if signum == signal.SIGINT:
             self._interrupts += 1
-            if self._interrupts > 1:
+            if self._interrupts > 1 and not self._saving:
                 raise KeyboardInterrupt  # the second Ctrl-C: abort now
+            if self._interrupts > 1 and os.getpid() == self._pid:
+                log.warning("saving the run: it stops as soon as the files are written")
         if self.signal_name is None:
             self.signal_name = signal.Signals(signum).name
             if os.getpid() == self._pid:  # not from forked loader workers
                 log.warning(
                     "%s: stopping after the current step and saving the run (Ctrl-C again aborts)", self.signal_name
                 )
+
+    @contextmanager
+    def saving(self) -> Iterator[None]:
+        """Hold off the second Ctrl-C's abort while checkpoints and the resume state are written."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
 
     @property
     def active(self) -> bool:
@@ -361,9 +374,11 @@ def save_resume(path: Path, state: dict[str, Any]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise MangacolorError(f"{path}: cannot save the resume state ({exc.strerror or exc})") from None
+        if isinstance(exc, OSError):
+            raise MangacolorError(f"{path}: cannot save the resume state ({exc.strerror or exc})") from None
+        raise
 
 
 def load_resume(path: Path) -> dict[str, Any]:
@@ -673,6 +688,8 @@ def run_training(
         run.truncate_metrics(0)  # what a run that died before its first save had logged
         run.write_config(config)
 
+    stop = stop or EarlyStop()
+
     def save_state(path_step: int) -> None:
         state = {
             "task": task.state_dict(),
@@ -687,7 +704,6 @@ def run_training(
         }
         save_resume(run_path / RESUME_FILE, state)
 
-    stop = stop or EarlyStop()
     with stop:
         t_window = time.perf_counter()
         while stage_idx < len(loop.stages):
@@ -740,15 +756,17 @@ def run_training(
                     task.write_samples(run, global_step)
                 if loop.save_every and global_step % loop.save_every == 0 and global_step < total:
                     if ctx.is_main:
-                        task.export(run_path / "latest.safetensors", {**provenance, "steps": global_step})
-                        save_state(global_step)
+                        with stop.saving():
+                            task.export(run_path / "latest.safetensors", {**provenance, "steps": global_step})
+                            save_state(global_step)
                 if ctx.is_main and on_step is not None:
                     on_step(global_step, total, scalars)
                 reason = _stop_reason(stop, ctx, logging_step) if global_step < total else None
                 if reason is not None:
                     if ctx.is_main:
-                        task.export(run_path / "latest.safetensors", {**provenance, "steps": global_step})
-                        save_state(global_step)
+                        with stop.saving():
+                            task.export(run_path / "latest.safetensors", {**provenance, "steps": global_step})
+                            save_state(global_step)
                     raise TrainingStopped(global_step, total, reason, run_path)
             del batches, loader  # ends this stage's loader workers
             stage_idx += 1
@@ -764,8 +782,9 @@ def run_training(
     if ctx.is_main:
         if loop.sample_every == 0 or global_step % loop.sample_every:
             task.write_samples(run, global_step)
-        task.export(final, {**provenance, "steps": global_step})
-        save_state(global_step)
+        with stop, stop.saving():  # a Ctrl-C now waits for the run's last files
+            task.export(final, {**provenance, "steps": global_step})
+            save_state(global_step)
         if checks:
             run.log_metrics(global_step, checks)
     return final

@@ -258,3 +258,31 @@ def test_resume_drops_a_metrics_line_torn_by_a_kill(color_folder, tmp_path):
         fh.write('{"step": 2, "time": 0.5, "loss_d')
     train_colorizer(cfg, resume=True)
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_a_second_ctrl_c_while_the_run_is_saved_waits_for_the_save(color_folder, tmp_path, monkeypatch):
+    """The abort would land in torch.save (the slow part of a stop) and lose the resume state asked for."""
+    import mangacolor.training.loop as loop
+
+    stop = EarlyStop(signals=True)
+    with stop:
+        stop._handle(signal.SIGINT, None)
+        with stop.saving():
+            stop._handle(signal.SIGINT, None)  # held off: the save goes on
+        assert stop.reason() == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)
+    real_save = torch.save
+
+    def interrupted_save(obj, f):
+        real_save(obj, f)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C and Ctrl-C again, both while the state is written
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop.torch, "save", interrupted_save)
+    with pytest.raises(TrainingStopped) as stopped:
+        train_colorizer(_config(color_folder, tmp_path / "r", steps=4, save_every=2), stop=EarlyStop(signals=True))
+    assert (stopped.value.step, stopped.value.reason) == (2, "SIGINT")
+    assert not list((tmp_path / "r").glob(".*.tmp"))
+    monkeypatch.undo()
+    assert train_colorizer(_config(color_folder, tmp_path / "r", steps=4, save_every=2), resume=True).exists()
