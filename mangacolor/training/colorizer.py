@@ -38,11 +38,13 @@ from mangacolor.training.loop import (
     check_run_folder_free,
     check_stage_sizes,
     check_training_options,
+    data_fingerprint,
     parse_stages,
     resolve_device,
     run_training,
     setup_distributed,
     teardown_distributed,
+    warn_if_data_changed,
 )
 from mangacolor.training.rundir import RunDir
 
@@ -553,12 +555,17 @@ class ColorizerTask:
     def shipped_module(self) -> nn.Module:
         return self.generator
 
+    def _data_fingerprint(self) -> dict[str, Any]:
+        source = self.train_source
+        return data_fingerprint([source.key(i) for i in range(len(source))], self.cfg.data)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
+            "data": self._data_fingerprint(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -566,6 +573,8 @@ class ColorizerTask:
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if self.ctx.is_main:
+            warn_if_data_changed(state.get("data"), self._data_fingerprint(), f"the training images of {self.cfg.data}")
 
 
 def train_colorizer(

@@ -221,6 +221,30 @@ def weights_digest(module: nn.Module) -> int:
     return int(sha.hexdigest()[:15], 16)
 
 
+def data_fingerprint(files: list[Path], root: str | Path) -> dict[str, Any]:
+    """The file list a run trains on, as a count and a digest of the names relative to ``root``.
+
+    Stored in the resume state, so that a resume can tell that the data folder changed (the
+    continuation is then no longer the run's own): names only, no file is opened or stat'ed.
+    """
+    sha = hashlib.sha1()
+    for path in sorted(os.path.relpath(p, root) for p in files):
+        sha.update(path.encode("utf-8", "surrogateescape") + b"\0")
+    return {"files": len(files), "digest": sha.hexdigest()[:16]}
+
+
+def warn_if_data_changed(saved: dict[str, Any] | None, now: dict[str, Any], what: str) -> None:
+    """Warn when a resumed run's files differ from those it was saved with (``saved`` None: an older run)."""
+    if saved is not None and saved != now:
+        log.warning(
+            "%s changed since the run was saved (%d files, were %d): training goes on with the files there now, "
+            "so the continuation differs from an uninterrupted run",
+            what,
+            now["files"],
+            saved["files"],
+        )
+
+
 # ----------------------------------------------------------------------------- data order
 
 

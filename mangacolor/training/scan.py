@@ -54,10 +54,12 @@ from mangacolor.training.loop import (
     check_run_folder_free,
     check_stage_sizes,
     check_training_options,
+    data_fingerprint,
     parse_stages,
     run_training,
     setup_distributed,
     teardown_distributed,
+    warn_if_data_changed,
 )
 from mangacolor.training.rundir import RunDir
 
@@ -309,6 +311,7 @@ class ScanTask:
         check_training_options(config)  # with the loss weights (finite, >= 0)
         self._last: dict[str, torch.Tensor] | None = None
         self.train_set: UnpairedDataset | None = None
+        self._saved_data: dict[str, Any] | None = None  # the resume state's file lists (see load_state_dict)
 
     # -- building ----------------------------------------------------------------------------------
     def _networks(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
@@ -384,9 +387,26 @@ class ScanTask:
                 load_size=cfg.load_size,
                 augment=AugmentConfig() if cfg.augment else None,
             )
+            self._check_data()
         else:  # a new stage: same decoded images, new crop size
             self.train_set.size = size
         return self.train_set
+
+    def _check_data(self) -> None:
+        """On a resume, once both the saved file lists and the folders' are known: warn if they differ."""
+        if self._saved_data is None or self.train_set is None or not self.ctx.is_main:
+            return
+        saved, now, cfg = self._saved_data, self._data_fingerprint(), self.cfg
+        warn_if_data_changed(saved["scans"], now["scans"], f"the scans of {cfg.scans}")
+        warn_if_data_changed(saved["colors"], now["colors"], f"the colour images of {cfg.colors}")
+        self._saved_data = None
+
+    def _data_fingerprint(self) -> dict[str, Any]:
+        data = self.train_set
+        return {
+            "scans": data_fingerprint(data.scans.files, self.cfg.scans),
+            "colors": data_fingerprint(data.colors.files, self.cfg.colors),
+        }
 
     # -- one step ------------------------------------------------------------------------------------
     def _autocast(self):
@@ -484,6 +504,7 @@ class ScanTask:
             "opt_d": self.opt_d.state_dict(),
             "pool_s": self.pool_s.state_dict(),
             "pool_c": self.pool_c.state_dict(),
+            **({"data": self._data_fingerprint()} if self.train_set is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -491,6 +512,8 @@ class ScanTask:
             getattr(self, name).load_state_dict(state[name])
         self.pool_s.load_state_dict(state["pool_s"], self.ctx.device)
         self.pool_c.load_state_dict(state["pool_c"], self.ctx.device)
+        self._saved_data = state.get("data")  # compared now or once the folders are listed (make_dataset)
+        self._check_data()
 
 
 def train_scan_generator(

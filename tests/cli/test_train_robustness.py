@@ -55,6 +55,18 @@ def test_resume_refuses_options_it_cannot_change_and_takes_the_ones_it_can(color
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1] == 3
 
 
+def test_resume_warns_when_the_training_images_changed(color_folder, tmp_path, caplog):
+    run = tmp_path / "run"
+    assert _train(str(color_folder), str(run), "--steps", "1", *TOY, *QUIET).exit_code == 0
+    same = _train("--resume", str(run), "--steps", "2")
+    assert same.exit_code == 0 and "changed since the run was saved" not in caplog.text
+    extra = color_folder / "zz_added.png"
+    extra.write_bytes((color_folder / sorted(os.listdir(color_folder))[0]).read_bytes())
+    changed = _train("--resume", str(run), "--steps", "3")
+    assert changed.exit_code == 0, changed.output
+    assert "training images of" in caplog.text and "changed since the run was saved" in caplog.text
+
+
 def test_resume_of_the_other_commands_run_or_a_damaged_state(color_folder, tmp_path):
     run = tmp_path / "run"
     assert _train(str(color_folder), str(run), "--steps", "1", *TOY, *QUIET).exit_code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -206,6 +207,16 @@ def test_resume_equivalence(unpaired, tmp_path):
     la = [[m[k] for k in keys] for m in _metrics(tmp_path / "straight")]
     lb = [[m[k] for k in keys] for m in _metrics(tmp_path / "split")]
     assert la == lb and len(la) == 4
+
+
+def test_resume_warns_when_a_folder_changed(unpaired, tmp_path, caplog):
+    scans, colors = unpaired
+    train_scan_generator(_config(scans, colors, tmp_path / "r", steps=1))
+    (scans / "s0.png").unlink()
+    with caplog.at_level(logging.WARNING):
+        train_scan_generator(_config(scans, colors, tmp_path / "r", steps=2), resume=True)
+    assert "the scans of" in caplog.text and "(3 files, were 4)" in caplog.text
+    assert "the colour images of" not in caplog.text
 
 
 def test_progressive_stages_with_a_full_history_pool(unpaired, tmp_path):
