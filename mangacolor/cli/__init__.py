@@ -45,7 +45,10 @@ def _register() -> None:
     evaluate.register(app)
 
 
-_register()
+try:
+    _register()  # imports torch: a few seconds in which Ctrl-C is likely
+except KeyboardInterrupt:
+    raise SystemExit(130) from None  # as the shell reports a SIGINT, without a traceback of imports
 
 
 def main() -> None:
