@@ -381,12 +381,14 @@ class Matching:
         unused: prediction files that matched no truth image (or lost to a better match).
         ignored_truth: truth files whose name differs from another's only in its ending (the first
             in sorted order is scored).
+        ignored_predictions: the same among the predictions (``a.jpg`` is scored, ``a.png`` not).
     """
 
     pairs: list[tuple[str, Path, Path]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unused: list[Path] = field(default_factory=list)
     ignored_truth: list[Path] = field(default_factory=list)
+    ignored_predictions: list[Path] = field(default_factory=list)
 
 
 def _by_name(root: Path, leave_out: tuple[str | Path | None, ...] = ()) -> tuple[dict[str, Path], list[Path]]:
@@ -428,7 +430,8 @@ def match_predictions(
     pred_root, truth_root = Path(pred_root), Path(truth_root)
     if pred_root.is_file() and truth_root.is_file():  # two files: compared whatever their names
         return Matching(pairs=[(truth_root.stem, pred_root, truth_root)])
-    exact, unused = _by_name(pred_root, (truth_root, *leave_out))
+    exact, ignored_predictions = _by_name(pred_root, (truth_root, *leave_out))
+    unused: list[Path] = []
     candidates: dict[str, tuple[int, Path]] = {}
     truth_by_name, ignored_truth = _by_name(truth_root, (pred_root, *leave_out))
     truths = list(truth_by_name.items())
@@ -444,7 +447,7 @@ def match_predictions(
                 if base in candidates:
                     unused.append(candidates[base][1])
                 candidates[base] = (k, path)
-    result = Matching(unused=unused, ignored_truth=ignored_truth)
+    result = Matching(unused=unused, ignored_truth=ignored_truth, ignored_predictions=ignored_predictions)
     for key, truth in truths:
         pred = exact.pop(key, None)
         if pred is None and key in candidates:
@@ -530,6 +533,7 @@ class EvalResult:
         sheet: path of the contact sheet, if written.
         sheet_error: why the contact sheet could not be written.
         ignored_truth: truth files left out because another has the same name but for its ending.
+        ignored_predictions: prediction files left out for the same reason.
     """
 
     pred: str
@@ -543,6 +547,7 @@ class EvalResult:
     sheet: str | None = None
     sheet_error: str | None = None
     ignored_truth: list[str] = field(default_factory=list)
+    ignored_predictions: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -586,6 +591,7 @@ class EvalResult:
             "unreadable": [{"path": p, "reason": r} for p, r in self.failures],
             "unused_predictions": self.unused,
             "ignored_truth": self.ignored_truth,
+            "ignored_predictions": self.ignored_predictions,
             "resized": sum(s.resized for s in self.images),
             "mean": {k: _json_float(v) for k, v in self.means().items()},
             "notes": self.notes,
@@ -723,6 +729,7 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
         missing=matching.missing,
         unused=[str(p) for p in matching.unused],
         ignored_truth=[str(p) for p in matching.ignored_truth],
+        ignored_predictions=[str(p) for p in matching.ignored_predictions],
     )
     if not matching.pairs:
         raise MangacolorError(

@@ -381,3 +381,14 @@ def test_truth_names_differing_only_in_ending(tmp_path):
     assert matching.missing == [] and [p.name for p in matching.ignored_truth] == ["a.png"]
     result = evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False))
     assert result.ok and result.ignored_truth == [str(truth / "a.png")]
+
+
+def test_prediction_names_differing_only_in_ending_are_reported(tmp_path):
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    _touch_images(truth, ["a.png"])
+    _touch_images(pred, ["a.jpg", "a.png"])
+    matching = match_predictions(pred, truth)
+    assert [p.name for _, p, _ in matching.pairs] == ["a.jpg"] and matching.unused == []
+    assert [p.name for p in matching.ignored_predictions] == ["a.png"]
+    result = evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False))
+    assert result.to_json()["ignored_predictions"] == [str(pred / "a.png")]

@@ -66,12 +66,13 @@ def _print_tables(result, per_image: bool) -> None:
         console.print(f"[yellow]missing:[/] {escape(name)}: no prediction", highlight=False, soft_wrap=True)
     for path, reason in result.failures:
         console.print(f"[red]unreadable:[/] {escape(path)}: {escape(reason)}", highlight=False, soft_wrap=True)
-    for path in result.ignored_truth:
-        console.print(
-            f"[yellow]ignored:[/] {escape(path)}: another truth image has the same name but for its ending",
-            highlight=False,
-            soft_wrap=True,
-        )
+    for what, paths in (("truth image", result.ignored_truth), ("prediction", result.ignored_predictions)):
+        for path in paths:
+            console.print(
+                f"[yellow]ignored:[/] {escape(path)}: another {what} has the same name but for its ending",
+                highlight=False,
+                soft_wrap=True,
+            )
     if result.sheet:
         console.print(f"contact sheet: {escape(result.sheet)}", highlight=False)
     if result.sheet_error:
