@@ -6,8 +6,11 @@ and line art, half each per batch) gathers statistics of the blend, which may su
 its own. This script colorizes held-out inputs twice, with the running statistics (what
 ``colorize`` does) and with each image's own statistics (batch norm run in training mode on a batch
 of one; running statistics left unchanged), and prints the PSNR (RGB, raw output: ``--merge none``)
-against the truth for each. A large gap in favour of the image's own statistics on one kind of
-input says the running statistics are wrong for it; a model without batch norm prints one column.
+against the truth and the colourfulness ratio (Hasler & Süsstrunk, mean over the outputs over mean
+over the truth, as ``mangacolor evaluate``) for each. A large PSNR gap in favour of the image's own
+statistics on one kind of input says the running statistics are wrong for it; colour that survives
+the image's own statistics was learnt, not lent by the running ones. A model without batch norm
+prints one column of each.
 
 Inputs and truth are matched by file stem (``compare_inputs.py`` writes them as
 ``OUT/heldout/KIND/`` and ``OUT/heldout/truth/``). Usage::
@@ -27,7 +30,7 @@ import torch
 
 from mangacolor import checkpoint
 from mangacolor.errors import MangacolorError
-from mangacolor.evaluate import psnr
+from mangacolor.evaluate import colourfulness, psnr
 from mangacolor.imageio import list_images, read_image
 from mangacolor.inference import Translator
 
@@ -43,8 +46,9 @@ def use_image_statistics(model: torch.nn.Module) -> int:
 
 
 def score(model_path: Path, truth: Path, inputs: Path, size: int | None, limit: int | None) -> dict[str, float]:
-    """Mean PSNR of the raw outputs on ``inputs`` with running statistics and, where the model has
-    batch norm, with each image's own statistics."""
+    """Mean PSNR and colourfulness ratio of the raw outputs on ``inputs`` with running statistics and,
+    where the model has batch norm, with each image's own statistics (keys ``running``, ``image``,
+    ``colour_running``, ``colour_image``)."""
     truths = {p.stem: p for p in list_images(truth)}
     pairs = [(p, truths[p.stem]) for p in list_images(inputs) if p.stem in truths][:limit]
     if not pairs:
@@ -55,12 +59,16 @@ def score(model_path: Path, truth: Path, inputs: Path, size: int | None, limit: 
         translator = Translator(net, info, "cpu", size=size, merge="none")
         if mode == "image" and use_image_statistics(translator.model) == 0:
             break
+        values, colour_pred, colour_truth = [], [], []
         with torch.no_grad():
-            # an identical image scores 100 dB, not inf, so one cannot swamp the mean
-            values = [
-                min(psnr(translator(read_image(x, mode=None))[0], read_image(y, mode="RGB")), 100.0) for x, y in pairs
-            ]
+            for x, y in pairs:
+                pred, truth = translator(read_image(x, mode=None))[0], read_image(y, mode="RGB")
+                values.append(min(psnr(pred, truth), 100.0))  # identical: 100 dB, not inf, so one cannot swamp the mean
+                colour_pred.append(colourfulness(pred))
+                colour_truth.append(colourfulness(truth))
         results[mode] = float(np.mean(values))
+        truth_colour = float(np.mean(colour_truth))
+        results[f"colour_{mode}"] = float(np.mean(colour_pred)) / truth_colour if truth_colour > 0 else float("nan")
     results["images"] = len(pairs)
     return results
 
@@ -73,13 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=None, help="working size (default: the checkpoint's)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N images of each folder")
     args = parser.parse_args(argv)
-    print("| inputs | images | PSNR, running statistics | PSNR, each image's own statistics |")
-    print("| --- | ---: | ---: | ---: |")
+    print(
+        "| inputs | images | PSNR, running statistics | PSNR, each image's own statistics "
+        "| colourfulness ratio, running | colourfulness ratio, own |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     try:
         for inputs in args.inputs:
             r = score(args.model, args.truth, inputs, args.size, args.limit)
             own = f"{r['image']:.2f}" if "image" in r else "– (no batch norm)"
-            print(f"| {inputs.name} | {r['images']:.0f} | {r['running']:.2f} | {own} |", flush=True)
+            own_colour = f"{r['colour_image']:.2f}" if "image" in r else "–"
+            print(
+                f"| {inputs.name} | {r['images']:.0f} | {r['running']:.2f} | {own} | {r['colour_running']:.2f} "
+                f"| {own_colour} |",
+                flush=True,
+            )
     except MangacolorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

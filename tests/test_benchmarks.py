@@ -165,10 +165,12 @@ def test_norm_stats_scores_running_and_per_image_statistics(color_folder, toy_ch
     instance = tmp_path / "instance.safetensors"
     checkpoint.save(instance, create_model("unet", base_width=4, depth=3, norm="instance"), {"working_size": 32})
     script = [sys.executable, str(ROOT / "benchmarks" / "norm_stats.py")]
-    for model, own in [(toy_checkpoint, r"\d+\.\d\d"), (instance, r"– \(no batch norm\)")]:
+    number = r"\d+\.\d\d"
+    for model, own, own_colour in [(toy_checkpoint, number, number), (instance, r"– \(no batch norm\)", "–")]:
         proc = subprocess.run([*script, str(model), str(color_folder), str(grey)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert re.search(rf"^\| grey \| 8 \| \d+\.\d\d \| {own} \|$", proc.stdout, re.M), proc.stdout
+        row = rf"^\| grey \| 8 \| {number} \| {own} \| {number} \| {own_colour} \|$"
+        assert re.search(row, proc.stdout, re.M), proc.stdout
     unmatched = tmp_path / "other"
     unmatched.mkdir()
     cv2.imwrite(str(unmatched / "zzz.png"), np.zeros((8, 8), np.uint8))
