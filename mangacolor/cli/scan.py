@@ -46,11 +46,13 @@ def scan(
 
     The outputs pair by name with their colour originals: `train-color COLOR RUN --input-dir OUT`.
     """
+    from mangacolor.checkpoint import read_info
     from mangacolor.inference import FolderOptions, Translator, run_folder
 
+    task = read_info(model).task  # before loading: a colorizer's own errors (--reference, --size) do not apply
+    if task != "scan":
+        raise MangacolorError(f"{model}: a {task} model, not a scan generator (train-scan)")
     translator = Translator.from_checkpoint(model, device=device, size=size, merge="none", half=half)
-    if translator.info.task != "scan":
-        raise MangacolorError(f"{model}: a {translator.info.task} model, not a scan generator (train-scan)")
     options = FolderOptions(
         overwrite=overwrite,
         output_format=output_format,

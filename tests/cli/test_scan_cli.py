@@ -14,7 +14,7 @@ from mangacolor.cli import app
 from mangacolor.color import luma
 from mangacolor.data import PairedFolderSource
 from mangacolor.imageio import read_image, write_image
-from tests.conftest import drawing
+from tests.conftest import drawing, toy_colorizer
 
 runner = CliRunner()
 
@@ -94,6 +94,16 @@ def test_scan_bad_files_and_wrong_model(folders, tmp_path, scan_checkpoint, toy_
     assert wrong.exit_code == 2 and "not a scan generator" in wrong.stderr
     backwards = runner.invoke(app, ["colorize", str(colors), str(tmp_path / "o4"), "-m", str(scan_checkpoint)])
     assert backwards.exit_code == 2 and "not a colorizer" in backwards.stderr
+
+
+def test_scan_refuses_a_reference_colorizer_as_the_wrong_model(folders, tmp_path):
+    """The task is checked first: scan has no --reference, so it must not ask for one."""
+    _, colors = folders
+    _, ckpt, _ = toy_colorizer("reference-unet", tmp_path)
+    for extra in ([], ["--size", "2"]):
+        result = runner.invoke(app, ["scan", str(ckpt), str(colors), str(tmp_path / "o"), *extra])
+        assert result.exit_code == 2 and "not a scan generator" in result.stderr, result.output
+        assert "--reference" not in result.stderr and "--size" not in result.stderr
 
 
 def test_scan_output_feeds_train_color(folders, tmp_path, scan_checkpoint):
