@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -150,7 +151,12 @@ def load_torch_weights(path: str | Path, what: str) -> dict[str, Any]:
 def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     """Parse and sanity-check the safetensors header; return it and the data section's offset."""
     try:
-        size = os.path.getsize(path)
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(info.st_mode):  # opening a named pipe would wait for a writer for ever
+            raise CheckpointError(path, "not a regular file (a pipe, socket or device)")
+        size = info.st_size
         with open(path, "rb") as fh:
             raw_len = fh.read(8)
             if len(raw_len) < 8:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import pytest
@@ -70,6 +71,14 @@ def test_not_a_checkpoint(tmp_path):
     pickle_like.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
     with pytest.raises(CheckpointError, match="model.pth"):
         checkpoint.load(pickle_like)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="pipe.safetensors: not a regular file"):
+        checkpoint.read_info(fifo)  # opening it would block until something writes to the pipe
 
 
 def _rewrite_metadata(path, **changes):
