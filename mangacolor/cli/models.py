@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mangacolor import checkpoint
@@ -29,12 +30,13 @@ def models(
         if as_json:
             typer.echo(json.dumps(data, indent=2))
             return
-        table = Table(title=str(inspect), show_header=False)
+        table = Table(title=escape(str(inspect)), show_header=False)  # paths and metadata are text, not markup
         for key in ("task", "arch", "format_version", "mangacolor_version", "num_parameters", "dtypes"):
-            table.add_row(key, str(data[key]))
-        table.add_row("config", json.dumps(data["config"], sort_keys=True))
+            table.add_row(key, escape(str(data[key])))
+        table.add_row("config", escape(json.dumps(data["config"], sort_keys=True)))
         for key, value in sorted(data["provenance"].items()):
-            table.add_row(f"provenance.{key}", json.dumps(value) if not isinstance(value, str) else value)
+            text = json.dumps(value) if not isinstance(value, str) else value
+            table.add_row(escape(f"provenance.{key}"), escape(text))
         console.print(table)
         return
     specs = list_models()
