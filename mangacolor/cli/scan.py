@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from mangacolor.cli._common import console, echo_paths, exit_for, guarded, make_progress, print_summary
 from mangacolor.errors import MangacolorError
@@ -63,7 +64,7 @@ def scan(
     )
     where = f"working size {translator.size}" if translator.size else "full resolution"
     console.print(
-        f"model {model} ({translator.info.arch}), device {translator.device}"
+        f"model {escape(str(model))} ({translator.info.arch}), device {translator.device}"
         f"{' fp16' if translator.half else ''}, {where}",
         highlight=False,
     )

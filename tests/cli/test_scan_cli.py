@@ -150,3 +150,14 @@ def test_scan_fails_a_page_too_small_for_the_model_and_keeps_a_named_ending(scan
     result = runner.invoke(app, ["scan", str(scan_checkpoint), str(pages / "page.png"), str(named)])
     assert result.exit_code == 0, result.output
     assert named.exists() and not named.with_suffix(".png").exists()
+
+
+def test_scan_model_path_with_square_brackets(folders, tmp_path, scan_checkpoint):
+    """The model's path is printed as text: ``[/x]`` in a folder name is not a Rich closing tag."""
+    _, colors = folders
+    ckpt = tmp_path / "[/x]" / "scan.safetensors"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(scan_checkpoint.read_bytes())
+    result = runner.invoke(app, ["scan", str(ckpt), str(colors / "art_0.png"), str(tmp_path / "out.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out.png").exists()
