@@ -75,7 +75,7 @@ def child(pages: int, args: argparse.Namespace) -> dict:
     }
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--model", default=None, help="checkpoint (default: the model in assets/)")
@@ -84,9 +84,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if min(args.pages) < 1 or args.batch_size < 1 or (args.size is not None and args.size < 0):
+        parser.error("--pages and --batch-size must be at least 1, --size at least 0")
     if args.child is not None:
-        print(json.dumps(child(args.child, args)))
-        return
+        from mangacolor.errors import MangacolorError
+
+        try:
+            print(json.dumps(child(args.child, args)))
+        except MangacolorError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     header = ("pages", "device", "size", "batch", "s/page", "pages/s", "peak RSS MiB")
     print("{:>6} {:>10} {:>5} {:>5} {:>7} {:>8} {:>13}".format(*header))
     for n in args.pages:
@@ -101,15 +109,20 @@ def main() -> None:
             str(args.batch_size),
         ]
         cmd += ["--model", args.model] if args.model else []
-        cmd += ["--size", str(args.size)] if args.size else []
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
+        cmd += ["--size", str(args.size)] if args.size is not None else []
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:  # the child's own error (or a traceback's last line), not a CalledProcessError
+            reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            print(reason if reason.startswith("error: ") else f"error: {reason}", file=sys.stderr)
+            return 1
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(
             f"{r['pages']:>6} {r['device']:>10} {r['working_size']:>5} {r['batch_size']:>5} "
             f"{r['seconds_per_page']:>7.3f} {r['pages_per_second']:>8.2f} {r['peak_rss_mib']:>13.1f}",
             flush=True,
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -188,3 +188,13 @@ def test_norm_stats_scores_running_and_per_image_statistics(color_folder, toy_ch
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # running statistics unchanged
     net.eval()
     assert not torch.allclose(out, net(x))  # the image's own statistics, not the running ones, were used
+
+
+def test_colorize_bench_reports_the_child_error_in_one_line(tmp_path):
+    script = [sys.executable, str(ROOT / "benchmarks" / "colorize_bench.py")]
+    missing = tmp_path / "missing.safetensors"
+    proc = subprocess.run([*script, "--pages", "1", "--model", str(missing)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == f"error: {missing}: no such checkpoint file"  # not a CalledProcessError traceback
+    proc = subprocess.run([*script, "--pages", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--pages and --batch-size must be at least 1" in proc.stderr
