@@ -159,7 +159,7 @@ def part_resolution(args: argparse.Namespace) -> None:
                 translators[size] = Translator.from_checkpoint(args.model, device=args.device, size=size, merge="none")
             return translators[size](img)[0]
 
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = args.sizes
     name = "oracle (make_fake_scans)" if args.model == "oracle" else Path(args.model).name
     long_sides = [max(i.shape[:2]) for i in images]
     print(f"{len(images)} images (long side {min(long_sides)}-{max(long_sides)} px), model {name}, {args.device}")
@@ -175,7 +175,7 @@ def part_resolution(args: argparse.Namespace) -> None:
         print(f"{mode:<24} {dt:>8.3f} {mae:>7.2f} {_psnr(mse):>8.2f}", flush=True)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["step", "pages", "resolution", "all"], default="all")
     parser.add_argument("--device", default="cpu", help="device for pages / resolution")
@@ -191,16 +191,35 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, default=40)
     parser.add_argument("--sizes", default="256,512,0", help="resolution: working sizes to compare (0: full)")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    if args.part in ("step", "all"):
-        part_step(args)
-    if args.part in ("pages", "all"):
-        part_pages(args)
-    if args.part == "resolution" or (args.part == "all" and args.images):
-        if not args.images or not args.model:
-            raise SystemExit("--part resolution needs --images DIR and --model CKPT|oracle")
-        part_resolution(args)
+    if min(args.size, args.batch_size, args.steps, args.pages, args.max_images) < 1:
+        parser.error("--size, --batch-size, --steps, --pages and --max-images must be at least 1")
+    try:
+        args.sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError:
+        parser.error(f"--sizes takes working sizes separated by commas, e.g. 256,512,0. Got {args.sizes!r}")
+    if min(args.sizes) < 0:
+        parser.error("--sizes must be at least 0 (0: full resolution)")
+    resolution = args.part == "resolution" or (args.part == "all" and args.images)
+    if resolution and (not args.images or not args.model):
+        parser.error("--part resolution needs --images DIR and --model CKPT|oracle")
+    from mangacolor.checkpoint import read_info
+    from mangacolor.errors import MangacolorError
+
+    try:  # before any timing: a colorizer given as the scan model, a missing checkpoint
+        if args.model and args.model != "oracle" and (task := read_info(args.model).task) != "scan":
+            raise MangacolorError(f"{args.model}: a {task} model, not a scan generator (train-scan)")
+        torch.set_num_threads(torch.get_num_threads())
+        if args.part in ("step", "all"):
+            part_step(args)
+        if args.part in ("pages", "all"):
+            part_pages(args)
+        if resolution:
+            part_resolution(args)
+    except MangacolorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

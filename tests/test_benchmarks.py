@@ -198,3 +198,12 @@ def test_colorize_bench_reports_the_child_error_in_one_line(tmp_path):
     assert proc.stderr.strip() == f"error: {missing}: no such checkpoint file"  # not a CalledProcessError traceback
     proc = subprocess.run([*script, "--pages", "0"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--pages and --batch-size must be at least 1" in proc.stderr
+
+
+def test_scan_bench_refuses_bad_arguments_before_timing(color_folder, toy_checkpoint):
+    script = [sys.executable, str(ROOT / "benchmarks" / "scan_bench.py"), "--part", "resolution"]
+    script += ["--images", str(color_folder)]
+    proc = subprocess.run([*script, "--model", str(toy_checkpoint)], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith("a colorize model, not a scan generator (train-scan)")
+    proc = subprocess.run([*script, "--model", "oracle", "--sizes", "64,x"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--sizes takes working sizes" in proc.stderr and "Traceback" not in proc.stderr
