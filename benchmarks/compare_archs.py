@@ -374,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if min(args.size, args.batch_size) < 1 or args.minutes <= 0:
+        parser.error("--size and --batch-size must be at least 1 and --minutes above 0")
+    if not 0 <= args.val_fraction < 1:
+        parser.error(f"--val-fraction must be in [0, 1). Got {args.val_fraction}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     configs: dict[str, dict[str, Any]] = {}
     for item in args.model_config:

@@ -329,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if min(args.size, args.batch_size) < 1 or args.steps < 1:
+        parser.error("--size, --batch-size and --steps must be at least 1")
+    if not 0 <= args.val_fraction < 1:
+        parser.error(f"--val-fraction must be in [0, 1). Got {args.val_fraction}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.model_config = json.loads(args.model_config)

@@ -207,3 +207,15 @@ def test_scan_bench_refuses_bad_arguments_before_timing(color_folder, toy_checkp
     assert proc.returncode == 1 and proc.stderr.strip().endswith("a colorize model, not a scan generator (train-scan)")
     proc = subprocess.run([*script, "--model", "oracle", "--sizes", "64,x"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--sizes takes working sizes" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["compare_archs.py", "compare_inputs.py"])
+def test_compare_scripts_check_numeric_options_before_any_work(demo, tmp_path, script):
+    for bad, message in [(["--size", "-5"], "must be at least 1"), (["--val-fraction", "2"], "--val-fraction must be")]:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / script), str(demo), str(tmp_path / "out"), "--toy", *bad],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not (tmp_path / "out").exists()
