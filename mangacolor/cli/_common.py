@@ -218,9 +218,11 @@ def run_training_command(
     except TrainingStopped as stopped:
         if is_main_process():
             console.print(
-                f"{stopped.reason}: stopped after step {stopped.step} of {stopped.total}; "
-                f"weights so far in {stopped.run_dir / 'latest.safetensors'}. "
-                f"Continue with: mangacolor {command} --resume {stopped.run_dir}",
+                escape(
+                    f"{stopped.reason}: stopped after step {stopped.step} of {stopped.total}; "
+                    f"weights so far in {stopped.run_dir / 'latest.safetensors'}. "
+                    f"Continue with: mangacolor {command} --resume {stopped.run_dir}"
+                ),
                 highlight=False,
                 soft_wrap=True,
             )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from mangacolor.cli._common import console, echo_paths, exit_for, guarded, make_progress, print_summary
 from mangacolor.errors import MangacolorError
@@ -94,7 +95,7 @@ def colorize(
     models = translator.translators if isinstance(translator, PageRouter) else (translator,)
     for role, t in zip(("model", "line-art model")[: len(models)], models, strict=True):
         console.print(
-            f"{role} {t.info.path} ({t.info.arch}), device {t.device}"
+            f"{role} {escape(str(t.info.path))} ({t.info.arch}), device {t.device}"
             f"{' fp16' if t.half else ''}, working size {t.size}, merge {t.merge}",
             highlight=False,
         )

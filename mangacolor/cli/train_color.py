@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from mangacolor.cli._common import (
     TimeLimitOption,
@@ -188,7 +189,7 @@ def train_color(
         resume=resume is not None,
     )
     if is_main_process():
-        console.print(f"checkpoint written: {path}")
+        console.print(f"checkpoint written: {escape(str(path))}", highlight=False)
         typer.echo(str(path))
 
 

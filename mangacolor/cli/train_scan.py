@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from mangacolor.cli._common import (
     TimeLimitOption,
@@ -134,7 +135,7 @@ def train_scan(
         resume=resume is not None,
     )
     if is_main_process():
-        console.print(f"scan generator written: {path}")
+        console.print(f"scan generator written: {escape(str(path))}", highlight=False)
         typer.echo(str(path))
 
 

@@ -245,3 +245,13 @@ def test_colorize_command_with_each_architecture(arch, tmp_path):
     expected = ["page.png"] if k == 1 else [f"page_c{i}.png" for i in range(k)]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == expected
     assert read_image(tmp_path / "out" / expected[0]).shape == (50, 70, 3)
+
+
+def test_paths_with_square_brackets_are_printed_as_text(pages, tmp_path, toy_checkpoint):
+    odd = tmp_path / "[" / "x] [red]y"  # "[/x]" and "[red]" would be Rich markup if not escaped
+    odd.mkdir(parents=True)
+    model = odd / "model.safetensors"
+    model.write_bytes(toy_checkpoint.read_bytes())
+    result = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "out"), "-m", str(model)])
+    assert result.exit_code == 0, result.output
+    assert "[red]y/model.safetensors" in " ".join(result.stderr.split())
