@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from machine import describe
 
 A4_200DPI = (2339, 1654)  # (H, W)
 
@@ -95,6 +96,7 @@ def main() -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
+    print(describe(args.device))
     header = ("pages", "device", "size", "batch", "s/page", "pages/s", "peak RSS MiB")
     print("{:>6} {:>10} {:>5} {:>5} {:>7} {:>8} {:>13}".format(*header))
     for n in args.pages:

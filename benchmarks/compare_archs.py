@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+from machine import describe
 
 from mangacolor.color import luma
 from mangacolor.data import make_lines, resize_long_side, split_files
@@ -257,6 +258,7 @@ def write_results(args: argparse.Namespace, n_train: int, names: list[str], entr
     (args.out / "results.md").write_text(table + "\n")
     payload = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": describe(str(args.device)).removeprefix("machine: "),
         "train_images": n_train,
         "heldout_images": len(names),
         "entries": [e.__dict__ for e in entries],

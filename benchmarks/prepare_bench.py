@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from machine import describe
 
 from mangacolor.imageio import atomic_write_bytes, encode_image, list_images, read_image
 from mangacolor.prepare.borders import CropConfig, crop_folder
@@ -110,6 +111,7 @@ def main() -> None:
             )
             rows.append(("lines --method sketch", workers, rate, bare_png))
 
+    print(describe())
     print(f"{n} images ({'from ' + str(args.source) if args.source else 'generated 512x512 letterboxed JPEG'})")
     print(f"{'stage':<34} {'workers':>7} {'images/s':>9} {'vs bare (1 proc)':>17} {'speed-up':>9}")
     one = {name: rate for name, w, rate, _ in rows if w == 1}

@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,6 +210,7 @@ def main() -> int:
         if args.model and args.model != "oracle" and (task := read_info(args.model).task) != "scan":
             raise MangacolorError(f"{args.model}: a {task} model, not a scan generator (train-scan)")
         torch.set_num_threads(torch.get_num_threads())
+        print(describe(args.device), flush=True)
         if args.part in ("step", "all"):
             part_step(args)
         if args.part in ("pages", "all"):

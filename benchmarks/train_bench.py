@@ -20,6 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from machine import describe
 from torch.utils.flop_counter import FlopCounterMode
 
 from mangacolor.losses import FeatureMatchingLoss, GANLoss, collection_loss, guide_loss, predictions
@@ -145,6 +146,7 @@ def main() -> None:
             ("bf16+cl", True, True, False),
             ("bf16+cl+compile", True, True, True),
         ]
+    print(describe(args.device))
     print(f"device {args.device}, {args.size}x{args.size}, batch {args.batch_size}, G+D forward+backward")
     print(f"{'generator':<16} {'discriminator':<13} {'variant':<16} {'images/s':>9} {'TFLOP/s':>8} {'% peak':>7}")
     for arch, disc in rows:

@@ -148,6 +148,7 @@ def test_compare_archs_with_the_l1_baseline(demo, tmp_path):
     report = json.loads((out / "results.json").read_text())
     assert [e["model"] for e in report["entries"]] == ["input (no colour)", "unet", "unet (L1 only)"]
     assert all(not e["error"] for e in report["entries"]) and report["entries"][1]["steps"] >= 1
+    assert "logical cores" in report["machine"] and "torch" in report["machine"]  # numbers name their machine
 
 
 def _load_script(name: str):
@@ -219,3 +220,8 @@ def test_compare_scripts_check_numeric_options_before_any_work(demo, tmp_path, s
         )
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_machine_line_names_cpu_cores_and_torch():
+    line = _load_script("machine").describe("cpu")
+    assert re.fullmatch(r"machine: .+, \d+ logical cores \(\d+ usable\), torch \S+ with \d+ threads", line), line
