@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 from machine import describe
 
+from mangacolor.errors import MangacolorError
 from mangacolor.imageio import atomic_write_bytes, encode_image, list_images, read_image
 from mangacolor.prepare.borders import CropConfig, crop_folder
 from mangacolor.prepare.lines import LinesConfig, lines_folder
@@ -74,17 +76,33 @@ def timed(run, n: int) -> float:
     start = time.perf_counter()
     report = run()
     elapsed = time.perf_counter() - start
-    assert report.failed == 0 and report.counts["done"] == n, report.to_json()
+    if report.failed or report.counts["done"] != n:
+        first = report.failures[0] if report.failures else None
+        why = f"{first.path}: {first.reason}" if first else f"{report.counts['done']} of {n} images done"
+        raise MangacolorError(f"{report.failed} of {n} images failed, timing void ({why})")
     return n / elapsed
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300, help="Number of images.")
     parser.add_argument("--source", type=Path, default=None, help="Take images from this folder.")
     parser.add_argument("--workers", type=int, default=default_workers(), help="The 'all workers' count.")
     args = parser.parse_args()
+    if args.count < 1 or args.workers < 1:
+        parser.error("--count and --workers must be at least 1")
+    try:
+        if args.source is not None and not any(True for _ in list_images(args.source)):
+            parser.error(f"--source {args.source}: no images there")
+        run(args)
+    except MangacolorError as exc:  # an unreadable --source image, say: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
+
+def run(args: argparse.Namespace) -> None:
+    """Time the stages and print the table."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         files = prepare_inputs(tmp_path / "in", args.count, args.source)
@@ -122,4 +140,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from machine import describe
 from torch.utils.flop_counter import FlopCounterMode
 
+from mangacolor.errors import MangacolorError
 from mangacolor.losses import FeatureMatchingLoss, GANLoss, collection_loss, guide_loss, predictions
 from mangacolor.models import create_model, list_models
+from mangacolor.training.loop import resolve_device
 
 
 def _halves(pred):
@@ -135,6 +137,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--peak-tflops", type=float, default=None, help="the card's peak, to print utilisation")
     args = parser.parse_args()
+    if min(args.size, args.batch_size, args.steps) < 1 or args.warmup < 0:
+        parser.error("--size, --batch-size and --steps must be at least 1, --warmup at least 0")
+    colorizers = [s.name for s in list_models("colorize")]
+    unknown = [a for a in args.arch or [] if a not in colorizers]
+    if unknown:
+        parser.error(f"--arch {' '.join(unknown)}: not a colorizer; choose from {', '.join(colorizers)}")
+    if args.disc and args.disc not in [s.name for s in list_models("discriminator")]:
+        parser.error(f"--disc {args.disc}: not a discriminator")
+    try:
+        resolve_device(args.device)
+    except MangacolorError as exc:
+        parser.error(str(exc))
     if args.arch or args.disc:
         rows = [(a, args.disc or "patchgan") for a in args.arch or [s.name for s in list_models("colorize")]]
     else:

@@ -225,3 +225,19 @@ def test_compare_scripts_check_numeric_options_before_any_work(demo, tmp_path, s
 def test_machine_line_names_cpu_cores_and_torch():
     line = _load_script("machine").describe("cpu")
     assert re.fullmatch(r"machine: .+, \d+ logical cores \(\d+ usable\), torch \S+ with \d+ threads", line), line
+
+
+def test_prepare_and_train_bench_refuse_bad_arguments_in_one_line(tmp_path):
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+        return subprocess.run(command, capture_output=True, text=True)
+
+    for script, args, message in [
+        ("prepare_bench.py", ["--count", "0"], "--count and --workers must be at least 1"),
+        ("train_bench.py", ["--steps", "0"], "--steps must be at least 1"),
+        ("train_bench.py", ["--arch", "foo"], "--arch foo: not a colorizer"),
+    ]:
+        proc = run(script, *args)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = run("prepare_bench.py", "--source", str(tmp_path / "nope"))
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: {tmp_path / 'nope'}: no such file or directory"
