@@ -15,6 +15,7 @@ the SGRU's loss over its k colourings and the reference U-Net's guide decoders.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -555,7 +556,9 @@ class ColorizerTask:
     def shipped_module(self) -> nn.Module:
         return self.generator
 
+    @functools.cached_property
     def _data_fingerprint(self) -> dict[str, Any]:
+        """The training files' fingerprint (fixed for the run: computed once, stored at every save)."""
         source = self.train_source
         return data_fingerprint([source.key(i) for i in range(len(source))], self.cfg.data)
 
@@ -565,7 +568,7 @@ class ColorizerTask:
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-            "data": self._data_fingerprint(),
+            "data": self._data_fingerprint,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -574,7 +577,7 @@ class ColorizerTask:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         if self.ctx.is_main:
-            warn_if_data_changed(state.get("data"), self._data_fingerprint(), f"the training images of {self.cfg.data}")
+            warn_if_data_changed(state.get("data"), self._data_fingerprint, f"the training images of {self.cfg.data}")
 
 
 def train_colorizer(

@@ -32,6 +32,7 @@ state, so a resumed run continues exactly.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -396,12 +397,14 @@ class ScanTask:
         """On a resume, once both the saved file lists and the folders' are known: warn if they differ."""
         if self._saved_data is None or self.train_set is None or not self.ctx.is_main:
             return
-        saved, now, cfg = self._saved_data, self._data_fingerprint(), self.cfg
+        saved, now, cfg = self._saved_data, self._data_fingerprint, self.cfg
         warn_if_data_changed(saved["scans"], now["scans"], f"the scans of {cfg.scans}")
         warn_if_data_changed(saved["colors"], now["colors"], f"the colour images of {cfg.colors}")
         self._saved_data = None
 
+    @functools.cached_property
     def _data_fingerprint(self) -> dict[str, Any]:
+        """The folders' fingerprints (fixed once the dataset is built: computed once, stored at every save)."""
         data = self.train_set
         return {
             "scans": data_fingerprint(data.scans.files, self.cfg.scans),
@@ -504,7 +507,7 @@ class ScanTask:
             "opt_d": self.opt_d.state_dict(),
             "pool_s": self.pool_s.state_dict(),
             "pool_c": self.pool_c.state_dict(),
-            **({"data": self._data_fingerprint()} if self.train_set is not None else {}),
+            **({"data": self._data_fingerprint} if self.train_set is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
