@@ -17,8 +17,6 @@ Resume state (optimizers, discriminators, step, RNG) lives in a run directory, n
 from __future__ import annotations
 
 import json
-import os
-import stat
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -33,7 +31,7 @@ from torch import nn
 
 from mangacolor import __version__
 from mangacolor.errors import CheckpointError
-from mangacolor.imageio import atomic_write_bytes
+from mangacolor.imageio import atomic_write_bytes, check_regular_file
 from mangacolor.models import config_dict, create_model, get_spec
 
 FORMAT_VERSION = 1
@@ -151,12 +149,7 @@ def load_torch_weights(path: str | Path, what: str) -> dict[str, Any]:
 def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     """Parse and sanity-check the safetensors header; return it and the data section's offset."""
     try:
-        info = os.stat(path)
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(path)
-        if not stat.S_ISREG(info.st_mode):  # opening a named pipe would wait for a writer for ever
-            raise CheckpointError(path, "not a regular file (a pipe, socket or device)")
-        size = info.st_size
+        size = check_regular_file(path, CheckpointError).st_size
         with open(path, "rb") as fh:
             raw_len = fh.read(8)
             if len(raw_len) < 8:

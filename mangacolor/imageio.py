@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from mangacolor.errors import ImageReadError, ImageWriteError
+from mangacolor.errors import FileError, ImageReadError, ImageWriteError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 """File name endings treated as images when walking a directory (compared lower-cased)."""
@@ -40,6 +40,21 @@ def folder_error_reason(exc: OSError) -> str:
     if isinstance(exc, (FileExistsError, NotADirectoryError)):
         return "a file is in the way"
     return exc.strerror or str(exc)
+
+
+def check_regular_file(path: str | Path, error: type[FileError]) -> os.stat_result:
+    """``os.stat(path)``, refusing what ``open`` would hang on (a named pipe) or cannot read as a file.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, OSError: as ``os.stat`` and ``open`` would.
+        FileError: ``error`` for a pipe, socket or device.
+    """
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(info.st_mode):  # opening a named pipe would wait for a writer for ever
+        raise error(path, "not a regular file (a pipe, socket or device)")
+    return info
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -161,9 +176,8 @@ def _high_depth_to_uint8(img: Image.Image) -> np.ndarray:
         arr = arr * 255.0 if peak <= 1.0 else (arr / 257.0 if peak > 255.0 else arr)
         return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
     arr = arr.astype(np.int64)
-    if img.mode.startswith("I;16"):  # 16 bits by the file's word: scale even a dark page's 0..255
-        return np.clip((arr + 128) // 257, 0, 255).astype(np.uint8)
-    if arr.size and arr.max() > 255:  # 32-bit "I": a value range is all there is to go by
+    # "I;16": 16 bits by the file's word, so even a dark page's 0..255 is scaled; 32-bit "I": the range tells
+    if img.mode.startswith("I;16") or (arr.size and arr.max() > 255):
         return np.clip((arr + 128) // 257, 0, 255).astype(np.uint8)  # 0..65535 -> 0..255
     return np.clip(arr, 0, 255).astype(np.uint8)
 
@@ -208,11 +222,7 @@ def read_image(path: str | Path, mode: str | None = "RGB", max_pixels: int | Non
     if mode not in ("RGB", "L", None):
         raise ValueError(f"mode must be 'RGB', 'L' or None. Got {mode!r}")
     try:
-        kind = os.stat(path).st_mode
-        if stat.S_ISDIR(kind):
-            raise IsADirectoryError(path)
-        if not stat.S_ISREG(kind):  # opening a named pipe would wait for a writer for ever
-            raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
+        check_regular_file(path, ImageReadError)
         with open(path, "rb") as fh:
             with Image.open(fh) as img:
                 width, height = img.size
