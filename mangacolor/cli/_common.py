@@ -164,6 +164,12 @@ def json_option(text: str | None, option: str) -> dict[str, Any]:
     return value
 
 
+def output_format_option(value: str) -> str:
+    """``--format`` as the stages compare it: ``PNG``, ``.jpg`` and ``jpeg`` read as ``png``, ``jpg``."""
+    value = value.strip().lower().lstrip(".")
+    return "jpg" if value == "jpeg" else value
+
+
 def absolute(path: Path | None) -> str | None:
     """A path as stored in a run config: absolute, so ``--resume`` works from any working directory."""
     return str(path.absolute()) if path is not None else None

@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mangacolor.cli._common import console, echo_paths, exit_for, guarded, make_progress, print_summary
+from mangacolor.cli._common import (
+    console,
+    echo_paths,
+    exit_for,
+    guarded,
+    make_progress,
+    output_format_option,
+    print_summary,
+)
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import read_image
 
@@ -59,7 +67,9 @@ def colorize(
     candidates: Annotated[
         bool, typer.Option(help="Write every colouring of a multi-output model (_c0, _c1, ...).")
     ] = False,
-    output_format: Annotated[str, typer.Option("--format", help="same, png, jpg or webp.")] = "same",
+    output_format: Annotated[
+        str, typer.Option("--format", callback=output_format_option, help="same, png, jpg or webp.")
+    ] = "same",
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG / WebP quality.")] = 95,
     io_workers: Annotated[int, typer.Option(min=1, help="Threads decoding and encoding pages.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from mangacolor.cli._common import NO_IMAGES, console, echo_paths, exit_for, guarded, make_progress, print_summary
+from mangacolor.cli._common import (
+    NO_IMAGES,
+    console,
+    echo_paths,
+    exit_for,
+    guarded,
+    make_progress,
+    output_format_option,
+    print_summary,
+)
 from mangacolor.errors import MangacolorError
 from mangacolor.prepare.danbooru import DEFAULT_LAYOUT
 from mangacolor.report import BatchReport, FileResult
@@ -199,7 +208,9 @@ def crop_cmd(
             "--metadata", help="Danbooru metadata or manifest.jsonl: undo the letterbox from the original size."
         ),
     ] = None,
-    output_format: Annotated[str, typer.Option("--format", help="same, png, jpg or webp.")] = "same",
+    output_format: Annotated[
+        str, typer.Option("--format", callback=output_format_option, help="same, png, jpg or webp.")
+    ] = "same",
     quality: Quality = 95,
     workers: Workers = None,
     shard: Shard = None,
@@ -239,7 +250,9 @@ def lines_cmd(
     tau: Annotated[float | None, typer.Option(help="xdog: weight of the wide Gaussian (0.98).")] = None,
     phi: Annotated[float | None, typer.Option(help="xdog: steepness of the soft threshold (200).")] = None,
     epsilon: Annotated[float | None, typer.Option(help="xdog: threshold level (0.0).")] = None,
-    output_format: Annotated[str, typer.Option("--format", help="png, jpg, webp or same.")] = "png",
+    output_format: Annotated[
+        str, typer.Option("--format", callback=output_format_option, help="png, jpg, webp or same.")
+    ] = "png",
     quality: Quality = 95,
     workers: Workers = None,
     shard: Shard = None,
@@ -275,7 +288,9 @@ def pair_cmd(
     resize: Annotated[
         str | None, typer.Option(help="WxH for both, or N for a long side (default: greyscale to the colour size).")
     ] = None,
-    output_format: Annotated[str, typer.Option("--format", help="png, jpg, webp or same.")] = "png",
+    output_format: Annotated[
+        str, typer.Option("--format", callback=output_format_option, help="png, jpg, webp or same.")
+    ] = "png",
     quality: Quality = 95,
     workers: Workers = None,
     shard: Shard = None,
@@ -303,7 +318,9 @@ def hconcat_cmd(
     a: Annotated[Path, typer.Argument(help="Folder of inputs A (e.g. OUT/A of prepare pair).")],
     b: Annotated[Path, typer.Argument(help="Folder of targets B with the same names.")],
     output: Annotated[Path, typer.Argument(help="Output folder of side-by-side A|B images.")],
-    output_format: Annotated[str, typer.Option("--format", help="png, jpg, webp or same.")] = "png",
+    output_format: Annotated[
+        str, typer.Option("--format", callback=output_format_option, help="png, jpg, webp or same.")
+    ] = "png",
     quality: Quality = 95,
     workers: Workers = None,
     shard: Shard = None,
@@ -329,7 +346,9 @@ def hconcat_cmd(
 def split_cmd(
     input: Annotated[Path, typer.Argument(help="A|B image or folder of them.")],
     output: Annotated[Path, typer.Argument(help="Output folder: A/ and B/.")],
-    output_format: Annotated[str, typer.Option("--format", help="png, jpg, webp or same.")] = "png",
+    output_format: Annotated[
+        str, typer.Option("--format", callback=output_format_option, help="png, jpg, webp or same.")
+    ] = "png",
     quality: Quality = 95,
     workers: Workers = None,
     shard: Shard = None,

@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mangacolor.cli._common import console, echo_paths, exit_for, guarded, make_progress, print_summary
+from mangacolor.cli._common import (
+    console,
+    echo_paths,
+    exit_for,
+    guarded,
+    make_progress,
+    output_format_option,
+    print_summary,
+)
 from mangacolor.errors import MangacolorError
 
 
@@ -36,6 +44,7 @@ def scan(
         str,
         typer.Option(
             "--format",
+            callback=output_format_option,
             help="png (default: lossless single-channel grey), same, jpg or webp; pairing is by name stem.",
         ),
     ] = "png",

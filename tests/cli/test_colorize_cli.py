@@ -59,7 +59,7 @@ def test_colorize_bad_checkpoint_is_one_line_error(pages, tmp_path):
 def test_colorize_options(pages, tmp_path, toy_checkpoint):
     out = tmp_path / "o"
     args = ["colorize", str(pages), str(out), "-m", str(toy_checkpoint), "--size", "64", "--merge", "none"]
-    result = runner.invoke(app, [*args, "--format", "webp", "--batch-size", "2", "--device", "cpu"])
+    result = runner.invoke(app, [*args, "--format", "WEBP", "--batch-size", "2", "--device", "cpu"])  # any case
     assert result.exit_code == 0, result.output
     assert read_image(out / "p0.webp").shape == (48, 64, 3)
     bad = runner.invoke(app, ["colorize", str(pages), str(out), "-m", str(toy_checkpoint), "--merge", "lab"])

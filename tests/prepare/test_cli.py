@@ -71,6 +71,17 @@ def test_failures_exit_1_and_bad_options_exit_2(tmp_path):
     assert bad.exit_code == 2 and "phi" in bad.stderr
     bad = runner.invoke(app, ["prepare", "lines", str(src), str(tmp_path / "o4"), "--gray", "--sigma", "2"])
     assert bad.exit_code == 2 and "--gray:" in bad.stderr and "--method" not in bad.stderr
+    bad = runner.invoke(app, ["prepare", "lines", str(src), str(tmp_path / "o5"), "--format", "gif"])
+    assert bad.exit_code == 2 and "--format must be one of" in bad.stderr
+
+
+def test_format_in_any_case(tmp_path):
+    src = _images(tmp_path / "in", 1)
+    for given, suffix in (("JPEG", ".jpg"), (".WebP", ".webp")):
+        out = tmp_path / given
+        result = runner.invoke(app, ["prepare", "lines", str(src), str(out), "--format", given, "--workers", "1"])
+        assert result.exit_code == 0, result.output
+        assert [p.suffix for p in out.iterdir()] == [suffix]
 
 
 def test_pair_hconcat_split(tmp_path):
