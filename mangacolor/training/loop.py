@@ -607,16 +607,20 @@ def _run_folder_lock(run_path: Path) -> Iterator[None]:
         try:
             yield
         except MangacolorError:
-            if created and not (run_path / "config.json").exists():  # refused before it began: leave no folder
-                _remove_empty_run_folder(run_path)
+            if created and not (run_path / RESUME_FILE).exists():  # failed before its first save: leave no folder
+                _remove_unsaved_run_folder(run_path)
             raise
     finally:
         os.close(fd)  # releases the lock
 
 
-def _remove_empty_run_folder(run_path: Path) -> None:
-    """Remove a run folder that holds nothing but its lock and empty sub-folders."""
-    (run_path / LOCK_FILE).unlink(missing_ok=True)
+def _remove_unsaved_run_folder(run_path: Path) -> None:
+    """Remove what a run that failed before its first save wrote (its lock, config and metrics).
+
+    Sample grids and anything else put there are kept, and with them the folders that hold them.
+    """
+    for name in (LOCK_FILE, "config.json", "metrics.jsonl"):
+        (run_path / name).unlink(missing_ok=True)
     for folder in sorted((p for p in run_path.rglob("*") if p.is_dir()), reverse=True):
         try:
             folder.rmdir()

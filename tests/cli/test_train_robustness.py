@@ -166,6 +166,11 @@ def test_all_training_images_unreadable_names_them(tmp_path):
     result = _train(str(folder), str(tmp_path / "run"), "--steps", "1", *TOY, *QUIET)
     assert result.exit_code == 2 and "none of the 3 training images could be read" in result.stderr
     assert "x0.png" in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing saved: no half-made run folder left to trip a rerun
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    again = _train(str(folder), str(tmp_path / "run"), "--steps", "1", *TOY, *QUIET)
+    assert again.exit_code == 2 and (tmp_path / "run" / "notes.txt").read_text() == "mine"  # not ours to remove
 
 
 def test_l1_only_training_takes_crops_smaller_than_the_discriminator_needs(color_folder, tmp_path):
