@@ -17,7 +17,16 @@ from mangacolor.inference import load_colorizer
 from tests.conftest import drawing
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_default.sh"
-TOY = {"STEPS": "3", "WIDTH": "4", "DEPTH": "3", "SIZE": "32", "LOAD": "48", "BATCH": "2", "WORKERS": "0"}
+TOY = {
+    "STEPS": "3",
+    "WIDTH": "4",
+    "DEPTH": "3",
+    "SIZE": "32",
+    "LOAD": "48",
+    "BATCH": "2",
+    "WORKERS": "0",
+    "EXTRA": "--d-width 8",
+}
 
 
 def _run(data: Path, runs: Path, **settings: str) -> subprocess.CompletedProcess:
@@ -53,6 +62,7 @@ def test_slices_then_the_pair(colour, tmp_path):
     for name, kind in (("luma", "luma"), ("lines", "lines")):
         config = json.loads((runs / name / "config.json").read_text())
         assert config["input_kind"] == kind and config["model"]["base_width"] == 4
+        assert config["discriminator"]["base_width"] == 8  # EXTRA reaches both new runs
         assert "resumed at step 1" in (runs / f"{name}.log").read_text()  # the second call went on
     with safe_open(str(runs / "default.safetensors"), "pt") as f:
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}
