@@ -130,12 +130,14 @@ def load_run_config(run_dir: Path, config_cls: type[T], command: str, ctx: typer
     return config
 
 
-def _apply_resume_options(ctx: typer.Context, config: Any, run_dir: Path) -> None:
-    def on_command_line(name: str) -> bool:  # by name: typer may bring its own copy of click's enum
-        source = ctx.get_parameter_source(name)
-        return source is not None and source.name == "COMMANDLINE"
+def on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the option or argument ``name`` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"  # by name: typer may bring its own copy of click
 
-    given = [p for p in ctx.command.params if p.name not in ("resume", "time_limit") and on_command_line(p.name)]
+
+def _apply_resume_options(ctx: typer.Context, config: Any, run_dir: Path) -> None:
+    given = [p for p in ctx.command.params if p.name not in ("resume", "time_limit") and on_command_line(ctx, p.name)]
     fixed = [p for p in given if p.name not in RESUME_CHANGEABLE]
     if fixed:
         names = ", ".join(p.opts[0] if p.opts and p.opts[0].startswith("-") else p.name.upper() for p in fixed)

@@ -17,6 +17,7 @@ from mangacolor.cli._common import (
     is_main_process,
     json_option,
     load_run_config,
+    on_command_line,
     run_training_command,
 )
 from mangacolor.errors import MangacolorError
@@ -30,6 +31,32 @@ def _colorizers() -> set[str]:
 
 def _names(task: str) -> str:
     return ", ".join(s.name for s in list_models(task))
+
+
+def _init_architecture(ctx: typer.Context, init: Path, encoder_weights: Path | None) -> tuple[str, dict]:
+    """The architecture and generator config of ``--init``'s checkpoint, read before anything is written.
+
+    Raises:
+        MangacolorError: not a readable colorizer checkpoint, or options that would contradict it.
+    """
+    from mangacolor import checkpoint
+
+    info = checkpoint.read_info(init)
+    if info.task != "colorize":
+        raise MangacolorError(f"--init {init}: a {info.task} model ({info.arch}), not a colorizer")
+    given = [
+        "--" + name.replace("_", "-")
+        for name in ("arch", "width", "depth", "model_config")
+        if on_command_line(ctx, name)
+    ]
+    if given:
+        raise MangacolorError(
+            f"--init {init}: the generator is the checkpoint's ({info.arch}, {info.config}); "
+            f"leave out {', '.join(given)}"
+        )
+    if encoder_weights is not None:
+        raise MangacolorError("--init already gives the encoder its weights: leave out --encoder-weights")
+    return info.arch, dict(info.config)
 
 
 @guarded
@@ -92,6 +119,13 @@ def train_color(
         ),
     ] = None,
     anime_weights: Annotated[Path | None, typer.Option(help="Danbooru ResNet50 weights for the anime loss.")] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start the generator from this colorizer checkpoint (fine-tuning, e.g. "
+            "assets/default.safetensors); its architecture and config are used. The discriminator starts fresh."
+        ),
+    ] = None,
     encoder_weights: Annotated[
         Path | None,
         typer.Option(help="Pretrained ResNet50 encoder (Danbooru resnet50-13306192.pth or torchvision's)."),
@@ -128,10 +162,13 @@ def train_color(
     else:
         if data is None or run_dir is None:
             raise MangacolorError("give DATA and RUN_DIR, or --resume RUN_DIR")
-        overrides = json_option(model_config, "--model-config")
-        names = {f.name for f in fields(get_spec(arch).config_cls)} if arch in _colorizers() else set()
-        width_field = "width" if "width" in names and "base_width" not in names else "base_width"  # resnet-unet
-        overrides.update({k: v for k, v in {width_field: width, "depth": depth}.items() if v is not None})
+        if init is not None:
+            arch, overrides = _init_architecture(ctx, init, encoder_weights)
+        else:
+            overrides = json_option(model_config, "--model-config")
+            names = {f.name for f in fields(get_spec(arch).config_cls)} if arch in _colorizers() else set()
+            width_field = "width" if "width" in names and "base_width" not in names else "base_width"  # resnet-unet
+            overrides.update({k: v for k, v in {width_field: width, "depth": depth}.items() if v is not None})
         config = ColorTrainConfig(
             data=absolute(data),
             run_dir=str(run_dir),
@@ -162,6 +199,7 @@ def train_color(
             perceptual_weight=perceptual,
             vgg_weights=absolute(vgg_weights),
             anime_weights=absolute(anime_weights),
+            init_weights=absolute(init),
             encoder_weights=absolute(encoder_weights),
             freeze_encoder=freeze_encoder,
             pretrain_steps=pretrain_steps,

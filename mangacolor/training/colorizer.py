@@ -90,6 +90,8 @@ class ColorTrainConfig:
         perceptual_weight: VGG16 perceptual loss weight (needs ``vgg_weights`` or torchvision's cache).
         vgg_weights: VGG16 weights file (torchvision state dict or features-only .safetensors).
         anime_weights: Danbooru ResNet50 file for the "anime" feature loss (0.9 VGG + 0.1 anime).
+        init_weights: a colorizer checkpoint whose weights start the generator (fine-tuning); ``arch``
+            and ``model`` must be its own (the CLI takes them from it). Not read on resume.
         encoder_weights: pretrained encoder for the ResNet50 U-Net.
         freeze_encoder: train the decoder only.
         pretrain_steps: generator-only steps before adversarial training (NoGAN).
@@ -136,6 +138,7 @@ class ColorTrainConfig:
     perceptual_weight: float = 0.0
     vgg_weights: str | None = None
     anime_weights: str | None = None
+    init_weights: str | None = None
     encoder_weights: str | None = None
     freeze_encoder: bool = False
     pretrain_steps: int = 0
@@ -197,8 +200,9 @@ def _input_provenance(config: ColorTrainConfig) -> str:
 class ColorizerTask:
     """The colorizer as a :class:`~mangacolor.training.loop.TrainTask`."""
 
-    def __init__(self, config: ColorTrainConfig) -> None:
+    def __init__(self, config: ColorTrainConfig, resume: bool = False) -> None:
         self.cfg = config
+        self.resume = resume  # the generator's weights come from the resume state, not init_weights
         try:
             spec = get_spec(config.arch)
             d_spec = get_spec(config.discriminator_arch)
@@ -257,6 +261,8 @@ class ColorizerTask:
         check_stage_sizes(parse_stages(cfg.stages, cfg.crop_size), self.size_multiple, min_size, f"this {cfg.arch}")
         self.needs_reference = bool(getattr(self.generator, "needs_reference", False))
         self.num_outputs = int(getattr(self.generator, "num_outputs", 1))
+        if cfg.init_weights and not self.resume:
+            self._load_init_weights()
         self._setup_encoder()
         self._setup_style()
         if cfg.input_kind == "mix" and self._is_main():
@@ -322,6 +328,23 @@ class ColorizerTask:
             cfg.arch,
             fix,
         )
+
+    def _load_init_weights(self) -> None:
+        """Start the generator from ``init_weights`` (float16 checkpoints are read into float32).
+
+        Raises:
+            MangacolorError: not a readable checkpoint, or one of another architecture or config.
+        """
+        from mangacolor import checkpoint
+
+        model, info = checkpoint.load(self.cfg.init_weights)
+        if info.arch != self.cfg.arch or model.config != self.generator.config:
+            raise MangacolorError(
+                f"{info.path}: a {info.arch} generator with config {info.config}; this run builds {self.cfg.arch} "
+                f"with {self.cfg.model}: --init takes both from the checkpoint"
+            )
+        self.generator.load_state_dict(model.state_dict())
+        log.info("generator initialised from %s", info.path)
 
     def _setup_encoder(self) -> None:
         cfg = self.cfg
@@ -600,7 +623,7 @@ def train_colorizer(
     """
     check_run_folder_free(config.run_dir, resume)
     stages = parse_stages(config.stages, config.crop_size)
-    task = ColorizerTask(config)
+    task = ColorizerTask(config, resume=resume)
     ctx = setup_distributed(config.device)
     try:
         loop = LoopConfig(
@@ -634,6 +657,8 @@ def train_colorizer(
             "val_fraction": config.val_fraction,
             "test_fraction": config.test_fraction,
         }
+        if config.init_weights:
+            provenance["init"] = Path(config.init_weights).name  # fine-tuned from
         task.provenance = provenance
         return run_training(task, loop, config, ctx, provenance, resume=resume, on_step=on_step, stop=stop)
     finally:
