@@ -15,20 +15,23 @@
 #
 #   while TIME_LIMIT=50 examples/train_default.sh DATA RUNS; [[ $? -eq 75 ]]; do :; done
 #
-# Settings (environment); the defaults are the shipped pair's recipe (docs/quality.md, "The next default model"):
+# Settings (environment); the defaults are the recipe of the next default pair (docs/quality.md, "The next
+# default model"):
 #   STEPS  optimisation steps of each run (30000)    TIME_LIMIT  minutes per call, 0: none (0)
 #   WIDTH  U-Net base width (32)                     DEPTH  U-Net depth (6: 2 x 14.6 MB in float16)
 #   SIZE   training crop side (256)                  LOAD   long side images are shrunk to (384)
 #   BATCH  images per step (32)                      WORKERS  data-loading processes per run (4)
 #   VAL    share held out for validation (0.05)      TEST   share kept out of training and validation (0)
 #   LINES  line method for the line model (sketch)   DEVICE  auto, cpu or cuda
+#   INIT   a colorizer checkpoint both new runs start from (train-color --init; WIDTH and DEPTH are then
+#          its own), e.g. INIT=assets/default.safetensors to fine-tune the shipped default on your pages
 #   EXTRA  more train-color options for both new runs, e.g. "--perceptual 10 --vgg-weights vgg.safetensors"
 #   MANGACOLOR  the command (default: mangacolor)
 # Each run's messages go to RUNS/luma.log and RUNS/lines.log.
 set -uo pipefail
 
 if [[ $# -ne 2 ]]; then
-    sed -n '2,29p' "$0" >&2
+    sed -n '2,30p' "$0" >&2
     exit 2
 fi
 DATA=$1
@@ -46,6 +49,11 @@ TEST=${TEST:-0}
 LINES=${LINES:-sketch}
 DEVICE=${DEVICE:-auto}
 read -r -a MORE <<< "${EXTRA:-}"
+if [[ -n ${INIT:-} ]]; then
+    NET=(--init "$INIT")
+else
+    NET=(--width "$WIDTH" --depth "$DEPTH")
+fi
 read -r -a MC <<< "${MANGACOLOR:-mangacolor}"
 mkdir -p "$RUNS" || exit 2
 
@@ -56,8 +64,8 @@ train() {
     if [[ -f $run/config.json ]]; then
         exec "${MC[@]}" train-color --resume "$run" "${each[@]}"
     else
-        exec "${MC[@]}" train-color "$DATA" "$run" --input "$input" --lines-method "$LINES" --width "$WIDTH" \
-            --depth "$DEPTH" --crop-size "$SIZE" --load-size "$LOAD" --batch-size "$BATCH" \
+        exec "${MC[@]}" train-color "$DATA" "$run" --input "$input" --lines-method "$LINES" "${NET[@]}" \
+            --crop-size "$SIZE" --load-size "$LOAD" --batch-size "$BATCH" \
             --val-fraction "$VAL" --test-fraction "$TEST" --half --save-every 500 --sample-every 1000 \
             "${MORE[@]}" "${each[@]}"
     fi

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from mangacolor import checkpoint
 from mangacolor.imageio import write_image
 from mangacolor.inference import load_colorizer
 from tests.conftest import drawing
@@ -82,3 +83,13 @@ def test_usage_and_a_failed_run(tmp_path):
     assert failed.returncode == 1
     assert "luma: failed with status 2" in failed.stderr and "no images" in failed.stderr.lower()
     assert not (tmp_path / "runs" / "default.safetensors").exists()
+
+
+def test_init_fine_tunes_a_checkpoint_in_both_runs(colour, tmp_path, toy_checkpoint):
+    runs = tmp_path / "runs"
+    done = _run(colour, runs, INIT=str(toy_checkpoint), WIDTH="16", DEPTH="5", STEPS="1")  # WIDTH, DEPTH unused
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("default", "default_lines"):
+        info = checkpoint.read_info(runs / f"{name}.safetensors")
+        assert (info.config["base_width"], info.config["depth"]) == (4, 3)
+        assert info.provenance["init"] == toy_checkpoint.name
