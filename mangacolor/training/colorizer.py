@@ -216,8 +216,10 @@ class ColorizerTask:
             raise MangacolorError(f"--gan-loss must be bce, lsgan, hinge or wgan-gp. Got {config.gan_loss!r}")
         if config.anime_weights and not config.perceptual_weight:
             raise MangacolorError("--anime-weights is part of the perceptual loss: give --perceptual W too")
-        if config.freeze_encoder and not config.encoder_weights:
-            raise MangacolorError("--freeze-encoder would freeze a random encoder: give --encoder-weights FILE")
+        if config.freeze_encoder and not (config.encoder_weights or config.init_weights):
+            raise MangacolorError(
+                "--freeze-encoder would freeze a random encoder: give --encoder-weights FILE (or --init MODEL)"
+            )
         if config.input_kind in ("lines", "mix") and config.lines_method not in LINE_METHODS:
             methods = ", ".join(LINE_METHODS)
             raise MangacolorError(f"--lines-method must be one of {methods}. Got {config.lines_method!r}")
@@ -360,7 +362,7 @@ class ColorizerTask:
         if cfg.encoder_weights:
             resnet_unet.load_encoder_weights(self.generator, cfg.encoder_weights)
             log.info("encoder initialised from %s", cfg.encoder_weights)
-        elif self._is_main():
+        elif not cfg.init_weights and self._is_main():
             log.warning("no --encoder-weights given: the %s encoder trains from scratch", cfg.arch)
         if cfg.freeze_encoder:
             resnet_unet.freeze_encoder(self.generator)

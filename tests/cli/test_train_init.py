@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from mangacolor import checkpoint
 from mangacolor.cli import app
 from mangacolor.models import create_model
+from tests.conftest import toy_colorizer
 
 runner = CliRunner()
 TRAIN = ["--d-width", "4", "--batch-size", "2", "--crop-size", "32", "--sample-every", "0", "--device", "cpu"]
@@ -84,3 +85,17 @@ def test_init_and_encoder_weights_exclude_each_other(color_folder, tmp_path, hal
         str(color_folder), str(tmp_path / "run"), "--init", str(half_checkpoint), "--encoder-weights", "r.pth", *TRAIN
     )
     assert result.exit_code == 2 and "leave out --encoder-weights" in result.stderr
+
+
+def test_init_gives_an_encoder_model_weights_worth_freezing(color_folder, tmp_path):
+    _, start, _ = toy_colorizer("resnet-unet", tmp_path)
+    run = tmp_path / "run"
+    args = ["--init", str(start), "--freeze-encoder", "--steps", "2", "--lr-g", "1e-2", "--input", "lines"]
+    result = _train(str(color_folder), str(run), *args, *TRAIN[:4], "--crop-size", "64", *TRAIN[6:])
+    assert result.exit_code == 0, result.output
+    assert "trains from scratch" not in result.output
+    before, after = load_file(start), load_file(run / "model.safetensors")
+    frozen = [k for k in before if k.startswith("encoder.") and k.endswith("conv1.weight")]
+    trained = [k for k in before if k.startswith("decoder") and k.endswith(".weight") and before[k].ndim == 4]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert trained and not all(torch.equal(before[k], after[k]) for k in trained)
