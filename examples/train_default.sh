@@ -79,25 +79,31 @@ pids+=($!)
 train lines lines >"$RUNS/lines.log" 2>&1 &
 pids+=($!)
 
+# report each run as it ends (a failed one does not stop the other, which a later call then finds done)
 status=0
 names=(luma lines)
-for i in 0 1; do
-    while kill -0 "${pids[$i]}" 2>/dev/null; do  # a trapped signal interrupts `wait`: wait for the save
+ended=(0 0)
+while [[ ${ended[0]}${ended[1]} != 11 ]]; do
+    for i in 0 1; do
+        if [[ ${ended[$i]} -eq 1 ]] || kill -0 "${pids[$i]}" 2>/dev/null; then
+            continue
+        fi
         wait "${pids[$i]}"
+        rc=$?
+        ended[$i]=1
+        case $rc in
+            0) echo "${names[$i]}: finished ($RUNS/${names[$i]})" >&2 ;;
+            75) echo "${names[$i]}: stopped and saved; run the script again to go on" >&2 ;;
+            *) echo "${names[$i]}: failed with status $rc; the end of $RUNS/${names[$i]}.log:" >&2
+               tail -n 3 "$RUNS/${names[$i]}.log" >&2 ;;
+        esac
+        if [[ $rc -ne 0 && $rc -ne 75 ]]; then
+            status=1
+        elif [[ $rc -eq 75 && $status -eq 0 ]]; then
+            status=75
+        fi
     done
-    wait "${pids[$i]}"
-    rc=$?
-    case $rc in
-        0) echo "${names[$i]}: finished ($RUNS/${names[$i]})" >&2 ;;
-        75) echo "${names[$i]}: stopped and saved; run the script again to go on" >&2 ;;
-        *) echo "${names[$i]}: failed with status $rc; the end of $RUNS/${names[$i]}.log:" >&2
-           tail -n 3 "$RUNS/${names[$i]}.log" >&2 ;;
-    esac
-    if [[ $rc -ne 0 && $rc -ne 75 ]]; then
-        status=1
-    elif [[ $rc -eq 75 && $status -eq 0 ]]; then
-        status=75
-    fi
+    [[ ${ended[0]}${ended[1]} == 11 ]] || sleep 1  # a trapped signal runs once this sleep ends
 done
 if [[ $status -ne 0 ]]; then
     exit "$status"

@@ -74,7 +74,7 @@ def test_slices_then_the_pair(colour, tmp_path):
     assert not list(runs.glob("*.tmp"))
 
 
-def test_usage_and_a_failed_run(tmp_path):
+def test_usage_and_failed_runs(colour, tmp_path):
     usage = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True)
     assert usage.returncode == 2 and "Usage:" in usage.stderr
     empty = tmp_path / "empty"
@@ -83,6 +83,12 @@ def test_usage_and_a_failed_run(tmp_path):
     assert failed.returncode == 1
     assert "luma: failed with status 2" in failed.stderr and "no images" in failed.stderr.lower()
     assert not (tmp_path / "runs" / "default.safetensors").exists()
+    one = _run(colour, tmp_path / "one", LINES="nope")  # only the line run can fail on it
+    assert one.returncode == 1
+    assert "lines: failed with status 2" in one.stderr and "--lines-method must be one of" in one.stderr
+    assert "luma: finished" in one.stderr  # the other run went on to its end
+    assert (tmp_path / "one" / "luma" / "model.safetensors").exists()
+    assert not (tmp_path / "one" / "default.safetensors").exists()
 
 
 def test_init_fine_tunes_a_checkpoint_in_both_runs(colour, tmp_path, toy_checkpoint):
