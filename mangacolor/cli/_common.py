@@ -178,33 +178,36 @@ def absolute(path: Path | None) -> str | None:
 
 
 @contextmanager
-def training_progress(name: str, total: int, shown: Callable[[str], bool]) -> Iterator[Callable[..., None]]:
+def training_progress(name: str, shown: Callable[[str], bool]) -> Iterator[Callable[..., None]]:
     """A progress bar for a training run; yields the loop's ``on_step`` callback.
 
     Args:
         name: the bar's label.
-        total: steps of the whole run.
         shown: which metric names appear beside the bar (losses are shown without ``loss_``).
     """
-    with make_progress() as progress:
-        task = progress.add_task(name, total=total, status="")
-        started = False
+    progress: Progress | None = None  # shown from the first step: a run refused while it loads leaves no bar
+    task = None
 
-        def on_step(step: int, total_steps: int, scalars: dict[str, float] | None) -> None:
-            nonlocal started
-            if not started:  # a resumed run starts at its saved step: measure the rate (ETA) from here
-                progress.reset(task, total=total_steps, completed=step - 1)
-                started = True
-            status = None
-            if scalars:
-                status = " ".join(f"{k.removeprefix('loss_')}={v:.3g}" for k, v in scalars.items() if shown(k))
-            progress.update(task, completed=step, **({"status": status} if status else {}))
+    def on_step(step: int, total_steps: int, scalars: dict[str, float] | None) -> None:
+        nonlocal progress, task
+        if progress is None:  # a resumed run starts at its saved step: measure the rate (ETA) from here
+            progress = make_progress()
+            progress.start()
+            task = progress.add_task(name, total=total_steps, completed=step - 1, status="")
+        status = None
+        if scalars:
+            status = " ".join(f"{k.removeprefix('loss_')}={v:.3g}" for k, v in scalars.items() if shown(k))
+        progress.update(task, completed=step, **({"status": status} if status else {}))
 
+    try:
         yield on_step
+    finally:
+        if progress is not None:
+            progress.stop()
 
 
 def run_training_command(
-    command: str, train: Callable[..., Path], total: int, shown: Callable[[str], bool], time_limit: float, **kwargs: Any
+    command: str, train: Callable[..., Path], shown: Callable[[str], bool], time_limit: float, **kwargs: Any
 ) -> Path:
     """Run a trainer under a progress bar and an :class:`~mangacolor.training.loop.EarlyStop`.
 
@@ -213,7 +216,6 @@ def run_training_command(
     Args:
         command: the command's name: the bar's label and the resume hint.
         train: ``train_colorizer`` or ``train_scan_generator``.
-        total: steps of the whole run.
         shown: which metric names appear beside the bar.
         time_limit: minutes after which no new step starts (0: none). SIGINT and SIGTERM are handled too.
         kwargs: passed to ``train``.
@@ -221,7 +223,7 @@ def run_training_command(
     from mangacolor.training.loop import EarlyStop, TrainingStopped
 
     try:
-        with training_progress(command, total, shown) as on_step:
+        with training_progress(command, shown) as on_step:
             return train(**kwargs, on_step=on_step, stop=EarlyStop(time_limit * 60, signals=True))
     except TrainingStopped as stopped:
         if is_main_process():

@@ -216,11 +216,9 @@ def train_color(
             log_every=log_every,
             half_checkpoint=half,
         )
-    total = config.steps * len(config.stages or [config.crop_size])
     path = run_training_command(
         "train-color",
         train_colorizer,
-        total,
         lambda k: k.startswith("loss") or k in ("val_l1", "images_per_s"),
         time_limit,
         config=config,

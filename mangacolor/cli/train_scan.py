@@ -124,11 +124,9 @@ def train_scan(
             log_every=log_every,
             half_checkpoint=half,
         )
-    total = config.steps * len(config.stages or [config.crop_size])
     path = run_training_command(
         "train-scan",
         train_scan_generator,
-        total,
         lambda k: k.startswith("loss") or k == "images_per_s",
         time_limit,
         config=config,

@@ -215,3 +215,22 @@ def test_test_fraction_is_checked_before_anything_is_written(color_folder, tmp_p
     result = _train(str(color_folder), str(run), "--steps", "1", *fractions, *TOY, *QUIET)
     assert result.exit_code == 2 and message in result.stderr
     assert not run.exists()
+
+
+def test_the_progress_bar_appears_with_the_first_step(monkeypatch):
+    """On a terminal: a run refused while it loads its data leaves no empty bar above its error."""
+    import io
+
+    from rich.console import Console
+
+    from mangacolor.cli import _common
+
+    out = io.StringIO()
+    monkeypatch.setattr(_common, "console", Console(file=out, force_terminal=True, width=100))
+    with pytest.raises(RuntimeError), _common.training_progress("train-color", lambda k: True):
+        raise RuntimeError("no images")
+    assert out.getvalue() == ""
+    with _common.training_progress("train-color", lambda k: k == "loss_d") as on_step:
+        on_step(3, 10, {"loss_d": 0.5, "lr_g": 1e-4})  # a resumed run: its first step is 3 of 10
+    shown = out.getvalue()
+    assert "train-color" in shown and "3/10" in shown and "d=0.5" in shown and "lr_g" not in shown
