@@ -167,9 +167,18 @@ def json_option(text: str | None, option: str) -> dict[str, Any]:
 
 
 def output_format_option(value: str) -> str:
-    """``--format`` as the stages compare it: ``PNG``, ``.jpg`` and ``jpeg`` read as ``png``, ``jpg``."""
+    """``--format`` as the stages compare it: ``PNG``, ``.jpg`` and ``jpeg`` read as ``png``, ``jpg``.
+
+    Raises:
+        typer.BadParameter: none of the stages' output formats (a usage error, before anything runs).
+    """
+    from mangacolor.prepare.runner import OUTPUT_FORMATS
+
     value = value.strip().lower().lstrip(".")
-    return "jpg" if value == "jpeg" else value
+    value = "jpg" if value == "jpeg" else value
+    if value not in OUTPUT_FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(OUTPUT_FORMATS)}")
+    return value
 
 
 def absolute(path: Path | None) -> str | None:

@@ -64,6 +64,10 @@ def test_colorize_options(pages, tmp_path, toy_checkpoint):
     assert read_image(out / "p0.webp").shape == (48, 64, 3)
     bad = runner.invoke(app, ["colorize", str(pages), str(out), "-m", str(toy_checkpoint), "--merge", "lab"])
     assert bad.exit_code == 2 and "--merge" in bad.stderr
+    bad = runner.invoke(
+        app, ["colorize", str(pages), str(tmp_path / "o2"), "-m", str(toy_checkpoint), "--format", "gif"]
+    )
+    assert bad.exit_code == 2 and "'--format': must be one of" in bad.stderr and not (tmp_path / "o2").exists()
 
 
 def test_colorize_missing_input(tmp_path, toy_checkpoint):

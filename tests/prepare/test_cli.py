@@ -72,7 +72,8 @@ def test_failures_exit_1_and_bad_options_exit_2(tmp_path):
     bad = runner.invoke(app, ["prepare", "lines", str(src), str(tmp_path / "o4"), "--gray", "--sigma", "2"])
     assert bad.exit_code == 2 and "--gray:" in bad.stderr and "--method" not in bad.stderr
     bad = runner.invoke(app, ["prepare", "lines", str(src), str(tmp_path / "o5"), "--format", "gif"])
-    assert bad.exit_code == 2 and "--format must be one of" in bad.stderr
+    assert bad.exit_code == 2 and "'--format': must be one of same, png, jpg, webp" in bad.stderr
+    assert not (tmp_path / "o5").exists()  # refused while the options are read, before anything runs
 
 
 def test_format_in_any_case(tmp_path):
