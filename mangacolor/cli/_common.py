@@ -21,6 +21,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -187,32 +188,58 @@ def absolute(path: Path | None) -> str | None:
 
 
 @contextmanager
+def _bar_from_first_use(name: str) -> Iterator[Callable[..., tuple[Progress, TaskID]]]:
+    """Yield ``bar(total=None, completed=0)``, which starts a one-task bar on its first call and returns it.
+
+    A command refused before its first step or file (a missing input, unreadable data) so leaves no
+    empty bar above its error.
+    """
+    started: list[tuple[Progress, TaskID]] = []
+
+    def bar(total: float | None = None, completed: int = 0) -> tuple[Progress, TaskID]:
+        if not started:
+            progress = make_progress()
+            progress.start()
+            started.append((progress, progress.add_task(name, total=total, completed=completed, status="")))
+        return started[0]
+
+    try:
+        yield bar
+    finally:
+        if started:
+            started[0][0].stop()
+
+
+@contextmanager
 def training_progress(name: str, shown: Callable[[str], bool]) -> Iterator[Callable[..., None]]:
-    """A progress bar for a training run; yields the loop's ``on_step`` callback.
+    """A progress bar for a training run, from its first step; yields the loop's ``on_step`` callback.
 
     Args:
         name: the bar's label.
         shown: which metric names appear beside the bar (losses are shown without ``loss_``).
     """
-    progress: Progress | None = None  # shown from the first step: a run refused while it loads leaves no bar
-    task = None
+    with _bar_from_first_use(name) as bar:
 
-    def on_step(step: int, total_steps: int, scalars: dict[str, float] | None) -> None:
-        nonlocal progress, task
-        if progress is None:  # a resumed run starts at its saved step: measure the rate (ETA) from here
-            progress = make_progress()
-            progress.start()
-            task = progress.add_task(name, total=total_steps, completed=step - 1, status="")
-        status = None
-        if scalars:
-            status = " ".join(f"{k.removeprefix('loss_')}={v:.3g}" for k, v in scalars.items() if shown(k))
-        progress.update(task, completed=step, **({"status": status} if status else {}))
+        def on_step(step: int, total_steps: int, scalars: dict[str, float] | None) -> None:
+            progress, task = bar(total_steps, step - 1)  # a resumed run: the rate (ETA) is measured from here
+            status = None
+            if scalars:
+                status = " ".join(f"{k.removeprefix('loss_')}={v:.3g}" for k, v in scalars.items() if shown(k))
+            progress.update(task, completed=step, **({"status": status} if status else {}))
 
-    try:
         yield on_step
-    finally:
-        if progress is not None:
-            progress.stop()
+
+
+@contextmanager
+def batch_progress(name: str) -> Iterator[Callable[[], None]]:
+    """A counting bar for a batch command (files done so far), from its first file; yields its ``advance``."""
+    with _bar_from_first_use(name) as bar:
+
+        def advance() -> None:
+            progress, task = bar()
+            progress.advance(task)
+
+        yield advance
 
 
 def run_training_command(

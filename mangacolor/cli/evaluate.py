@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mangacolor.cli._common import EXIT_ERROR, EXIT_FAILURES, console, guarded, make_progress
+from mangacolor.cli._common import EXIT_ERROR, EXIT_FAILURES, batch_progress, console, guarded
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -118,9 +118,8 @@ def evaluate(
         sheet_count=sheet_count,
         sheet_height=sheet_height,
     )
-    with make_progress() as progress:
-        task = progress.add_task("evaluate", total=None, status="")
-        result = evaluate_folders(config, on_image=lambda _name: progress.advance(task))
+    with batch_progress("evaluate") as advance:
+        result = evaluate_folders(config, on_image=lambda _name: advance())
     _print_tables(result, per_image)
     typer.echo(json.dumps(result.to_json(), indent=2))
     if not result.images:

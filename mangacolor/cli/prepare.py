@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,11 +12,11 @@ from rich.markup import escape
 
 from mangacolor.cli._common import (
     NO_IMAGES,
+    batch_progress,
     console,
     echo_paths,
     exit_for,
     guarded,
-    make_progress,
     output_format_option,
     print_summary,
 )
@@ -48,12 +49,11 @@ def _options(workers: int | None, shard: str | None, overwrite: bool):
 class _Reporter:
     """Progress bar on stderr; output paths on stdout unless ``--json``."""
 
-    def __init__(self, progress: Any, name: str, as_json: bool) -> None:
-        self.progress, self.as_json = progress, as_json
-        self.task = progress.add_task(name, total=None, status="")
+    def __init__(self, advance: Callable[[], None], as_json: bool) -> None:
+        self.advance, self.as_json = advance, as_json
 
     def __call__(self, result: FileResult) -> None:
-        self.progress.advance(self.task)
+        self.advance()
         if not self.as_json and result.status == "done":
             echo_paths(result.outputs)
 
@@ -72,8 +72,8 @@ def _finish(
 
 
 def _run(name: str, as_json: bool, body) -> Any:
-    with make_progress() as progress:
-        return body(_Reporter(progress, name, as_json))
+    with batch_progress(name) as advance:
+        return body(_Reporter(advance, as_json))
 
 
 def _show_unmatched(matching: Any, labels: tuple[str, str], listing: Path) -> dict[str, Any]:

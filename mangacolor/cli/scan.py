@@ -10,11 +10,11 @@ import typer
 from rich.markup import escape
 
 from mangacolor.cli._common import (
+    batch_progress,
     console,
     echo_paths,
     exit_for,
     guarded,
-    make_progress,
     output_format_option,
     print_summary,
 )
@@ -77,11 +77,10 @@ def scan(
         f"{' fp16' if translator.half else ''}, {where}",
         highlight=False,
     )
-    with make_progress() as progress:
-        task = progress.add_task("scan", total=None, status="")
+    with batch_progress("scan") as advance:
 
         def on_result(result) -> None:
-            progress.advance(task)
+            advance()
             if not as_json:
                 echo_paths(result.outputs)
 

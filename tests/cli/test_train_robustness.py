@@ -234,3 +234,12 @@ def test_the_progress_bar_appears_with_the_first_step(monkeypatch):
         on_step(3, 10, {"loss_d": 0.5, "lr_g": 1e-4})  # a resumed run: its first step is 3 of 10
     shown = out.getvalue()
     assert "train-color" in shown and "3/10" in shown and "d=0.5" in shown and "lr_g" not in shown
+    out.seek(0)
+    out.truncate()
+    with pytest.raises(RuntimeError), _common.batch_progress("colorize"):  # batch commands alike
+        raise RuntimeError("no such file or directory")
+    assert out.getvalue() == ""
+    with _common.batch_progress("colorize") as advance:
+        advance()
+        advance()
+    assert "colorize" in out.getvalue() and "2/?" in out.getvalue()
