@@ -154,6 +154,15 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
             raw_len = fh.read(8)
             if len(raw_len) < 8:
                 raise CheckpointError(path, "not a .safetensors checkpoint (file too short)")
+            opens_header = fh.read(1) == b"{"
+            fh.seek(8)
+            if not opens_header and raw_len.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip or pickle
+                raise CheckpointError(
+                    path,
+                    "a PyTorch .pth/.pt file, not a .safetensors checkpoint; models are .safetensors files "
+                    "written by train-color / train-scan (pretrained encoder or VGG weights go to "
+                    "--encoder-weights / --vgg-weights)",
+                )
             (header_len,) = struct.unpack("<Q", raw_len)
             if header_len > min(size - 8, _MAX_HEADER):
                 raise CheckpointError(path, "not a .safetensors checkpoint, or truncated (bad header length)")

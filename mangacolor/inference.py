@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import os
 import queue
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,6 +53,11 @@ from mangacolor.training.loop import resolve_device
 
 MERGE_MODES = ("auto", "luma", "multiply", "none")
 DEFAULT_SIZE = 512
+
+
+MIN_SIDE = 32
+"""Pages are padded (edge replicate) to at least this many pixels a side before the network sees them:
+reflection padding and instance norm need a few pixels at the coarsest scale."""
 
 
 def default_model_path(name: str = "default.safetensors", env: str = "MANGACOLOR_DEFAULT_MODEL") -> Path:
@@ -144,7 +150,8 @@ class Translator:
                     "pass --reference IMAGE"
                 )
             ref = reference if reference.ndim == 3 else cv2.cvtColor(reference, cv2.COLOR_GRAY2RGB)
-            ref = cv2.resize(ref, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            side = self.size or DEFAULT_SIZE  # the style is pooled: any size works; size 0 is per page
+            ref = cv2.resize(ref, (side, side), interpolation=cv2.INTER_AREA)
             self.reference = to_tensor(ref).to(device)  # (1, 3, size, size)
             if self.half:
                 self.reference = self.reference.half()
@@ -193,7 +200,8 @@ class Translator:
             else cv2.resize(full, (rw, rh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
         )
         m = self.multiple
-        ph, pw = -rh % m, -rw % m
+        least = -(-MIN_SIDE // m) * m  # a sliver of a page (3 x 500) is padded up to a size every network takes
+        ph, pw = max(-rh % m, least - rh), max(-rw % m, least - rw)
         if ph or pw:
             small = cv2.copyMakeBorder(small, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
         merge = self.merge
@@ -353,7 +361,7 @@ class FolderOptions:
         batch_size: pages per forward pass.
         io_workers: threads decoding pages and threads encoding results.
         copy_color: detect colour inputs and copy them through (colorizers).
-        max_pixels: refuse larger inputs.
+        max_pixels: refuse inputs with more pixels (decompression bombs); 0: no limit.
     """
 
     overwrite: bool = False
@@ -364,7 +372,7 @@ class FolderOptions:
     batch_size: int = 1
     io_workers: int = 2
     copy_color: bool = True
-    max_pixels: int | None = None
+    max_pixels: int = 150_000_000
 
 
 @dataclass
@@ -383,7 +391,7 @@ def output_paths(src: Path, in_root: Path, out_root: Path, options: FolderOption
     ``--format`` does not change a name the user gave), else into the folder ``out_root``. With
     ``--format same``, a page in a format that cannot be written (``.gif``) is written as ``.png``.
     """
-    named = in_root.is_file() and _names_image_file(out_root)
+    named = names_output_file(in_root, out_root)
     target = out_root if named else out_root / (src.name if in_root.is_file() else src.relative_to(in_root))
     if options.output_format != "same" and not named:  # a file named by the user keeps its ending
         target = target.with_suffix("." + options.output_format.lower().lstrip("."))
@@ -392,6 +400,11 @@ def output_paths(src: Path, in_root: Path, out_root: Path, options: FolderOption
     if options.candidates and num_outputs > 1:
         return [target.with_name(f"{target.stem}_c{k}{target.suffix}") for k in range(num_outputs)]
     return [target]
+
+
+def names_output_file(in_root: Path, out_root: Path) -> bool:
+    """Whether ``out_root`` is taken as the output file of the single page ``in_root`` (else a folder)."""
+    return in_root.is_file() and _names_image_file(out_root)
 
 
 def _names_image_file(path: Path) -> bool:
@@ -403,32 +416,79 @@ _READ_ONLY_EXTENSIONS = frozenset({".gif", ".ico", ".psd", ".jp2", ".tga", ".pbm
 """Image endings mangacolor cannot write: an output path with one is refused, not made a folder."""
 
 
+def _real(path: Path) -> Path:
+    """``path`` with links resolved; a looping link is left as it is instead of raising (Python 3.11)."""
+    return Path(os.path.realpath(path))
+
+
+OUTPUT_MARK = ".mangacolor-output"
+"""Hidden file marking an output folder made inside its input folder, so a rerun knows the images in it
+are outputs (left out of the input) and not pages of the user's."""
+
+
+def _output_inside_input(in_root: Path, out_root: Path) -> bool:
+    """Whether the output folder lies strictly inside the input folder."""
+    return in_root.is_dir() and _real(in_root) in _real(out_root).parents
+
+
 def _check_roots(in_root: Path, out_root: Path) -> None:
     """Refuse, before any work, an output that would overwrite the input or cannot be written.
 
+    Makes the output folder (the parent of an output file), checks it takes a file, and marks an
+    output folder inside the input (:data:`OUTPUT_MARK`); an existing folder inside the input that
+    holds images and no mark is the user's and is refused, as its pages would be left out of the
+    input and could be overwritten.
+
     Raises:
-        MangacolorError: the output is the input page or folder, or names a format that cannot be written.
+        MangacolorError: the output is the input page or folder, holds pages of the input, names a
+            format that cannot be written, or cannot be created or written.
     """
+    named = False
     if in_root.is_file():
-        if out_root.resolve() == in_root.resolve() or (
-            out_root.is_dir() and (out_root / in_root.name).resolve() == in_root.resolve()
+        if _real(out_root) == _real(in_root) or (
+            out_root.is_dir() and _real(out_root / in_root.name) == _real(in_root)
         ):
             raise MangacolorError(f"{in_root}: the output {out_root} would overwrite this page; choose another output")
-        if _names_image_file(out_root) and out_root.suffix.lower() not in IMAGE_EXTENSIONS:
+        named = _names_image_file(out_root)
+        if named and out_root.suffix.lower() not in IMAGE_EXTENSIONS:
             raise MangacolorError(
                 f"{out_root}: cannot write {out_root.suffix} images; use .png, .jpg, .webp, .bmp or .tif"
             )
-    elif out_root.resolve() == in_root.resolve():
+    elif _real(out_root) == _real(in_root):
         raise MangacolorError(f"{out_root}: the output folder is the input folder; choose another output folder")
+    if not named and out_root.exists() and not out_root.is_dir():
+        raise MangacolorError(f"{out_root}: a file is in the way of the output folder")
+    inside = _output_inside_input(in_root, out_root)
+    if inside and out_root.is_dir() and not (out_root / OUTPUT_MARK).exists():
+        try:
+            holds_pages = next(iter(list_images(out_root, on_error=lambda *_: None)), None) is not None
+        except ImageReadError:  # an unlistable folder: the write check below names the reason
+            holds_pages = False
+        if holds_pages:
+            raise MangacolorError(
+                f"{out_root}: this folder inside the input holds pages of its own, which would be left out "
+                "and could be overwritten; choose an output folder outside the input, or a new one"
+            )
+    folder = out_root.parent if named else out_root
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if inside:
+            (out_root / OUTPUT_MARK).touch()
+    except OSError as exc:
+        raise MangacolorError(f"{folder}: cannot write the output folder: {folder_error_reason(exc)}") from None
 
 
 def _walk(in_root: Path, out_root: Path, on_error: Callable[[Path, str], None]) -> Iterator[Path]:
     """Input pages, leaving out anything under the output folder when it lies inside the input."""
-    out_resolved = out_root.resolve()
+    inside = _output_inside_input(in_root, out_root)
+    out_real = _real(out_root)
     for path in list_images(in_root, on_error=on_error):
-        resolved = path.resolve()
-        if out_resolved == resolved or out_resolved in resolved.parents:
-            continue
+        if inside:
+            real = _real(path)
+            if out_real == real or out_real in real.parents:
+                continue
         yield path
 
 
@@ -481,7 +541,7 @@ def run_folder(
 
     def load(job: _Job) -> _Job:
         try:
-            image = read_image(job.src, mode=None, max_pixels=options.max_pixels or 150_000_000)
+            image = read_image(job.src, mode=None, max_pixels=options.max_pixels or None)
             if options.copy_color and translator.in_channels == 1 and not options.force and is_color(image):
                 job.copy = True
             else:

@@ -20,7 +20,7 @@ from mangacolor.inference import (
     output_paths,
     run_folder,
 )
-from mangacolor.models import create_model, list_models
+from mangacolor.models import create_model, get_spec, list_models
 from tests.conftest import deny_listing, drawing, toy_colorizer
 
 
@@ -155,13 +155,73 @@ def test_candidates_naming(tmp_path):
     assert [p.name for p in paths] == ["p_c0.png", "p_c1.png", "p_c2.png"]
 
 
-def test_unwritable_output_fails_cleanly(translator, tmp_path):
+def test_unwritable_output_is_refused_before_any_page_is_read(translator, tmp_path, monkeypatch):
     src = _pages(tmp_path / "in", 1)
     blocker = tmp_path / "out"
     blocker.write_text("a file where the output folder should be")
-    report = run_folder(translator, src, blocker)
-    assert report.failed == 1 and "cannot write: a file is in the way" in report.failures[0].reason
+    monkeypatch.setattr(Translator, "prepare", lambda *a, **k: pytest.fail("a page was read"))
+    with pytest.raises(MangacolorError, match="out: a file is in the way of the output folder"):
+        run_folder(translator, src, blocker)
+    with pytest.raises(MangacolorError, match="sub: cannot write the output folder: a file is in the way"):
+        run_folder(translator, src, blocker / "sub")
     assert blocker.read_text() == "a file where the output folder should be"
+
+
+def test_output_folder_around_the_input_is_not_mistaken_for_one_inside_it(translator, tmp_path):
+    work = tmp_path / "work"
+    src = _pages(work / "scans", 2)
+    report = run_folder(translator, src, work)  # the output holds the input: every page is still read
+    assert report.counts["done"] == 2 and (work / "ch1" / "p0.png").is_file()
+    page = src / "ch1" / "p0.png"
+    report = run_folder(translator, page, tmp_path / "single")
+    assert report.counts["done"] == 1 and (tmp_path / "single" / "p0.png").is_file()
+
+
+def test_output_folder_inside_the_input(translator, tmp_path):
+    src = _pages(tmp_path / "in", 2)  # ch1/p0.png, ch1/p1.png
+    write_image(src / "ch2" / "p1.png", luma(drawing(seed=5)))
+    report = run_folder(translator, src, src / "colour")
+    assert report.counts["done"] == 3 and (src / "colour" / ".mangacolor-output").is_file()
+    again = run_folder(translator, src, src / "colour")  # its outputs are not taken for new pages
+    assert again.counts["skipped"] == 3 and again.counts["done"] == 0
+    before = (src / "ch2" / "p1.png").read_bytes()
+    with pytest.raises(MangacolorError, match="ch2: this folder inside the input holds pages of its own"):
+        run_folder(translator, src, src / "ch2", FolderOptions(overwrite=True))
+    assert (src / "ch2" / "p1.png").read_bytes() == before  # the user's page is neither skipped nor replaced
+
+
+def test_looping_links_fail_alone(translator, tmp_path):
+    src = _pages(tmp_path / "in", 2)
+    (src / "loop.png").symlink_to("loop.png")
+    report = run_folder(translator, src, tmp_path / "out")
+    assert report.counts["done"] == 2 and report.failed == 1 and report.failures[0].path.endswith("loop.png")
+    (tmp_path / "cycle").symlink_to("cycle")
+    with pytest.raises(MangacolorError, match="cannot write the output folder"):
+        run_folder(translator, src, tmp_path / "cycle" / "out")
+
+
+@pytest.mark.parametrize("shape", [(500, 3), (3, 500), (4, 4), (1, 1)])
+def test_slivers_of_pages_at_full_resolution(scan_checkpoint, shape):
+    t = Translator.from_checkpoint(scan_checkpoint, device="cpu", size=0)
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    (out,) = t(image)
+    assert out.shape[:2] == shape
+
+
+def test_size_limit_is_an_option(translator, tmp_path):
+    src = _pages(tmp_path / "in", 2)
+    report = run_folder(translator, src, tmp_path / "out", FolderOptions(max_pixels=48 * 64 - 1))
+    assert report.failed == 2 and "decompression bomb" in report.failures[0].reason
+    assert run_folder(translator, src, tmp_path / "out2", FolderOptions(max_pixels=0)).counts["done"] == 2
+
+
+def test_reference_model_at_each_pages_own_size(tmp_path):
+    model = create_model("reference-unet", get_spec("reference-unet").toy)
+    path = checkpoint.save(tmp_path / "ref.safetensors", model, {"working_size": 0})
+    ref = drawing(seed=3)
+    t = Translator.from_checkpoint(path, device="cpu", reference=ref)
+    (out,) = t(luma(drawing(seed=1)))
+    assert out.shape == (48, 64, 3)
 
 
 def test_output_that_would_overwrite_the_input_is_refused(translator, tmp_path):
@@ -334,7 +394,7 @@ def test_batches_gather_pages_of_one_shape_and_stay_bounded(toy_checkpoint, tmp_
     monkeypatch.setattr(translator, "prepare", lambda image: prepared.append(1) or real_prepare(image))
     monkeypatch.setattr(translator, "run", lambda batch: calls.append(len(prepared)) or real_run(batch))
     for i in range(30):  # thirty shapes: no batch fills, yet pages run long before the last is read
-        write_image(src / "many" / f"b{i}.png", luma(drawing(24 + 8 * (i % 15), 32 + 8 * (i // 15), seed=i)))
+        write_image(src / "many" / f"b{i}.png", luma(drawing(32 + 8 * (i % 15), 32 + 8 * (i // 15), seed=i)))
     report = run_folder(translator, src / "many", tmp_path / "many", FolderOptions(batch_size=4))
     assert report.counts["done"] == 30 and len(calls) == 30
     assert calls[0] <= 2 * 8 + 1  # 2 x batch-size waiting + as many being read ahead, plus the one that tipped it
@@ -363,3 +423,20 @@ def test_a_copied_colour_page_is_skipped_on_resume_with_candidates(tmp_path):
     assert first.counts["copied"] == 1 and (tmp_path / "out" / "color_c0.png").is_file()
     again = run_folder(translator, src, tmp_path / "out", options)
     assert again.counts["skipped"] == 1 and again.counts["copied"] == 0
+
+
+def test_a_model_failure_fails_its_pages_and_the_batch_goes_on(translator, tmp_path, monkeypatch):
+    src = _pages(tmp_path / "in", 3)
+    real_run = translator.run
+    runs = []
+
+    def run(batch):
+        runs.append(1)
+        if len(runs) == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 8.00 GiB\nmore detail")
+        return real_run(batch)
+
+    monkeypatch.setattr(translator, "run", run)
+    report = run_folder(translator, src, tmp_path / "out", FolderOptions(io_workers=1))
+    assert report.counts["done"] == 2 and report.failed == 1
+    assert report.failures[0].reason == "model failed: CUDA out of memory. Tried to allocate 8.00 GiB"

@@ -7,7 +7,9 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,16 +60,45 @@ distinct from errors, so ``while mangacolor train-color --resume RUN --time-limi
 runs a job in slices."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job queue's kill) raised in the main thread: unwinds like Ctrl-C, so the batch
+    stages finish the files being written (temporary file, then rename) and leave no debris."""
+
+
+EXIT_TERMINATED = 143
+"""Exit code after SIGTERM, as the shell reports a process it killed."""
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def guarded(func: F) -> F:
-    """Turn the library's expected errors into a one-line message and exit code 2."""
+    """Turn the library's expected errors into a one-line message and exit code 2; SIGTERM into exit 143."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with _sigterm_unwinds():
+                return func(*args, **kwargs)
         except MangacolorError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(EXIT_ERROR) from None
+        except Terminated:
+            console.print("stopped by SIGTERM; files written so far are complete, a rerun goes on", highlight=False)
+            raise typer.Exit(EXIT_TERMINATED) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -180,6 +211,56 @@ def output_format_option(value: str) -> str:
     if value not in OUTPUT_FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(OUTPUT_FORMATS)}")
     return value
+
+
+def device_option(value: str) -> str:
+    """``--device``: checked before anything runs (``auto``, ``cpu``, ``cuda``, ``cuda:N`` present here).
+
+    Raises:
+        typer.BadParameter: an unknown name, or a CUDA device this machine does not have.
+    """
+    from mangacolor.training.loop import resolve_device
+
+    value = value.strip().lower()
+    try:
+        resolve_device(value)
+    except MangacolorError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def merge_option(value: str) -> str:
+    """``--merge``: one of the merge modes, checked before the model loads.
+
+    Raises:
+        typer.BadParameter: not a merge mode.
+    """
+    from mangacolor.inference import MERGE_MODES
+
+    value = value.strip().lower()
+    if value not in MERGE_MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(MERGE_MODES)}")
+    return value
+
+
+def check_named_output_format(ctx: typer.Context, input: Path, output: Path, output_format: str) -> None:
+    """Refuse a ``--format`` given on the command line that contradicts the name of a single output file.
+
+    Raises:
+        typer.BadParameter: ``IN.png OUT.png --format jpg``: the name the user gave is kept, so
+            the option would be ignored.
+    """
+    from mangacolor.inference import names_output_file
+
+    if not on_command_line(ctx, "output_format") or output_format == "same" or not names_output_file(input, output):
+        return
+    ending = output.suffix.lower().lstrip(".")
+    if {"jpeg": "jpg", "tiff": "tif"}.get(ending, ending) != output_format:
+        raise typer.BadParameter(
+            f"the output {output} is named as a .{ending} file; drop --format {output_format} or name the "
+            f"output .{output_format}",
+            param_hint="'--format'",
+        )
 
 
 def absolute(path: Path | None) -> str | None:

@@ -11,10 +11,13 @@ from rich.markup import escape
 
 from mangacolor.cli._common import (
     batch_progress,
+    check_named_output_format,
     console,
+    device_option,
     echo_paths,
     exit_for,
     guarded,
+    merge_option,
     output_format_option,
     print_summary,
 )
@@ -24,6 +27,7 @@ from mangacolor.imageio import read_image
 
 @guarded
 def colorize(
+    ctx: typer.Context,
     input: Annotated[Path, typer.Argument(help="A page, or a folder of pages (searched recursively).")],
     output: Annotated[Path, typer.Argument(help="Output folder (mirrors the input tree), or file for one page.")],
     model: Annotated[
@@ -41,7 +45,9 @@ def colorize(
     size: Annotated[
         int | None,
         typer.Option(
-            min=16, help="Working resolution (long side) of the network; default: the model's training scale."
+            min=16,
+            max=16384,
+            help="Working resolution (long side) of the network; default: the model's training scale.",
         ),
     ] = None,
     merge: Annotated[
@@ -49,10 +55,11 @@ def colorize(
         typer.Option(
             help="luma: keep the page's own full-resolution luminance (shaded pages); multiply: lay the page over "
             "the colour (ink on paper: line art, screentone); auto: multiply for ink pages, else luma; none: the "
-            "network's RGB resized."
+            "network's RGB resized.",
+            callback=merge_option,
         ),
     ] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(callback=device_option, help="auto, cpu, cuda or cuda:N.")] = "auto",
     half: Annotated[
         bool | None, typer.Option("--half/--no-half", help="float16 on the GPU (default: on for CUDA).")
     ] = None,
@@ -71,10 +78,15 @@ def colorize(
         str, typer.Option("--format", callback=output_format_option, help="same, png, jpg or webp.")
     ] = "same",
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG / WebP quality.")] = 95,
+    max_pixels: Annotated[
+        int,
+        typer.Option(min=0, help="Refuse inputs with more pixels than this (decompression bombs); 0: no limit."),
+    ] = 150_000_000,
     io_workers: Annotated[int, typer.Option(min=1, help="Threads decoding and encoding pages.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,
 ) -> None:
     """Colorize greyscale pages or line art; the result keeps each page's full resolution."""
+    from mangacolor.checkpoint import read_info
     from mangacolor.inference import (
         FolderOptions,
         PageRouter,
@@ -89,10 +101,13 @@ def colorize(
         raise MangacolorError(f"{ckpt}: the default model is missing; pass --model CHECKPOINT")
     if line_model is None and model is None:
         line_model = default_line_model_path()
+    for path in (ckpt, line_model):  # before loading: a scan model's own errors (--reference) do not apply
+        task = read_info(path).task if path is not None else "colorize"
+        if task != "colorize":
+            raise MangacolorError(f"{path}: a {task} model, not a colorizer (train-color)")
+    check_named_output_format(ctx, input, output, output_format)
     ref = read_image(reference, mode="RGB") if reference is not None else None
     translator = load_colorizer(ckpt, line_model, device=device, size=size, merge=merge, half=half, reference=ref)
-    if translator.info.task != "colorize":
-        raise MangacolorError(f"{ckpt}: a {translator.info.task} model, not a colorizer")
     options = FolderOptions(
         overwrite=overwrite,
         force=force,
@@ -101,6 +116,7 @@ def colorize(
         quality=quality,
         batch_size=batch_size,
         io_workers=io_workers,
+        max_pixels=max_pixels,
     )
     models = translator.translators if isinstance(translator, PageRouter) else (translator,)
     for role, t in zip(("model", "line-art model")[: len(models)], models, strict=True):

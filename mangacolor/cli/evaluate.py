@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mangacolor.cli._common import EXIT_ERROR, EXIT_FAILURES, batch_progress, console, guarded
+from mangacolor.cli._common import EXIT_ERROR, EXIT_FAILURES, batch_progress, console, device_option, guarded
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -99,7 +99,9 @@ def evaluate(
     lpips_size: Annotated[
         int, typer.Option(min=16, help="LPIPS is computed with the long side shrunk to at most this.")
     ] = 256,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (LPIPS and FID networks).")] = "auto",
+    device: Annotated[
+        str, typer.Option(callback=device_option, help="auto, cpu, cuda or cuda:N (LPIPS and FID networks).")
+    ] = "auto",
     per_image: Annotated[bool, typer.Option("--per-image/--no-per-image", help="Per-image table on stderr.")] = True,
 ) -> None:
     """Score predictions against truth: PSNR, SSIM, LPIPS, FID, colourfulness ratio (JSON on stdout)."""

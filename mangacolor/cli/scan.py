@@ -11,7 +11,9 @@ from rich.markup import escape
 
 from mangacolor.cli._common import (
     batch_progress,
+    check_named_output_format,
     console,
+    device_option,
     echo_paths,
     exit_for,
     guarded,
@@ -23,6 +25,7 @@ from mangacolor.errors import MangacolorError
 
 @guarded
 def scan(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Argument(help="Scan generator checkpoint (.safetensors from train-scan).")],
     input: Annotated[Path, typer.Argument(help="A colour image, or a folder of them (searched recursively).")],
     output: Annotated[Path, typer.Argument(help="Output folder (mirrors the input tree), or file for one image.")],
@@ -34,7 +37,7 @@ def scan(
             "resolution. Default: the scale the model was trained at.",
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(callback=device_option, help="auto, cpu, cuda or cuda:N.")] = "auto",
     half: Annotated[
         bool | None, typer.Option("--half/--no-half", help="float16 on the GPU (default: on for CUDA).")
     ] = None,
@@ -49,6 +52,10 @@ def scan(
         ),
     ] = "png",
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG / WebP quality.")] = 95,
+    max_pixels: Annotated[
+        int,
+        typer.Option(min=0, help="Refuse inputs with more pixels than this (decompression bombs); 0: no limit."),
+    ] = 150_000_000,
     io_workers: Annotated[int, typer.Option(min=1, help="Threads decoding and encoding images.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,
 ) -> None:
@@ -62,6 +69,7 @@ def scan(
     task = read_info(model).task  # before loading: a colorizer's own errors (--reference, --size) do not apply
     if task != "scan":
         raise MangacolorError(f"{model}: a {task} model, not a scan generator (train-scan)")
+    check_named_output_format(ctx, input, output, output_format)
     translator = Translator.from_checkpoint(model, device=device, size=size, merge="none", half=half)
     options = FolderOptions(
         overwrite=overwrite,
@@ -69,6 +77,7 @@ def scan(
         quality=quality,
         batch_size=batch_size,
         io_workers=io_workers,
+        max_pixels=max_pixels,
         copy_color=False,
     )
     where = f"working size {translator.size}" if translator.size else "full resolution"

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -176,10 +177,15 @@ def resolve_device(name: str) -> torch.device:
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MangacolorError("--device cuda was asked for but no CUDA device is available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise MangacolorError(f"unknown device {name!r}; use auto, cpu or cuda")
+    if name == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match is None:
+        raise MangacolorError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise MangacolorError(f"--device {name} was asked for but no CUDA device is available")
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        raise MangacolorError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(name)
 
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from mangacolor import checkpoint
@@ -259,3 +264,63 @@ def test_paths_with_square_brackets_are_printed_as_text(pages, tmp_path, toy_che
     result = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "out"), "-m", str(model)])
     assert result.exit_code == 0, result.output
     assert "[red]y/model.safetensors" in " ".join(result.stderr.split())
+
+
+def test_colorize_options_are_checked_before_the_model_loads(pages, tmp_path, toy_checkpoint, scan_checkpoint):
+    missing = str(tmp_path / "missing.safetensors")
+    for option, value in (("--merge", "bogus"), ("--device", "cuda:5"), ("--device", "tpu")):
+        result = runner.invoke(app, ["colorize", str(pages), str(tmp_path / "o"), "-m", missing, option, value])
+        assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+    page = str(pages / "p0.png")
+    result = runner.invoke(
+        app, ["colorize", page, str(tmp_path / "o.png"), "-m", str(toy_checkpoint), "--format", "jpg"]
+    )
+    assert result.exit_code == 2 and "named as a .png file" in result.output
+    assert not (tmp_path / "o.png").exists()
+    result = runner.invoke(
+        app, ["colorize", page, str(tmp_path / "o.jpeg"), "-m", str(toy_checkpoint), "--format", "jpg"]
+    )
+    assert result.exit_code == 0 and (tmp_path / "o.jpeg").is_file()
+    result = runner.invoke(
+        app, ["colorize", page, str(tmp_path / "s.png"), "-m", str(scan_checkpoint), "--reference", page]
+    )
+    assert result.exit_code == 2 and "a scan model, not a colorizer" in result.stderr
+    torch_file = tmp_path / "weights.pth"
+    torch.save({"w": torch.zeros(2)}, torch_file)
+    result = runner.invoke(app, ["colorize", page, str(tmp_path / "t.png"), "-m", str(torch_file)])
+    assert result.exit_code == 2 and "a PyTorch .pth/.pt file, not a .safetensors checkpoint" in result.stderr
+
+
+def test_colorize_stopped_by_sigterm_leaves_only_whole_files(tmp_path, toy_checkpoint):
+    pages = tmp_path / "many"
+    for i in range(150):
+        write_image(pages / f"p{i:03d}.png", luma(drawing(96, 128, seed=i)))
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mangacolor",
+        "colorize",
+        str(pages),
+        str(out),
+        "-m",
+        str(toy_checkpoint),
+        "--size",
+        "96",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.glob("*.png"))) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the batch finished before the signal")
+    assert proc.returncode == 143 and "stopped by SIGTERM" in err, err
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    written = sorted(out.glob("*.png"))
+    assert 0 < len(written) < 150
+    for path in written:
+        assert read_image(path).shape == (96, 128, 3)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and len(list(out.glob("*.png"))) == 150
