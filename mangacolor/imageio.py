@@ -15,13 +15,16 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from mangacolor.errors import FileError, ImageReadError, ImageWriteError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the prepare stages never load it
+    import torch
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 """File name endings treated as images when walking a directory (compared lower-cased)."""
@@ -367,6 +370,8 @@ def write_image(path: str | Path, image: np.ndarray, quality: int = 95) -> None:
 
 def to_tensor(image: np.ndarray | list[np.ndarray]) -> torch.Tensor:
     """``uint8`` (H, W), (H, W, C) or a list of same-shaped arrays to ``float32`` (B, C, H, W) in [-1, 1]."""
+    import torch
+
     images = image if isinstance(image, list) else [image]
     arrays = [a[..., None] if a.ndim == 2 else a for a in images]  # (H, W, C)
     batch = torch.from_numpy(np.stack(arrays))  # (B, H, W, C) uint8
@@ -380,6 +385,8 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     """
     if tensor.ndim not in (3, 4):
         raise ValueError(f"expected (C, H, W) or (B, C, H, W). Got {tuple(tensor.shape)}")
+    import torch
+
     t = tensor.detach().float().clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
     t = t.movedim(-3, -1).cpu()  # (..., H, W, C)
     arr = t.numpy()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,3 +22,25 @@ def test_package_list_matches_the_source_tree():
     assert all(any((ROOT / "assets").glob(pattern)) for pattern in data)
     shipped = {path.name for pattern in data for path in (ROOT / "assets").glob(pattern)}
     assert "default.safetensors" in shipped
+
+
+def test_the_prepare_stages_and_the_command_line_import_light():
+    """``prepare`` workers never load torch (half a GB each); no command pays for torchvision's import."""
+    code = (
+        "import sys\n"
+        "import mangacolor.prepare.aligned, mangacolor.prepare.borders, mangacolor.prepare.danbooru\n"
+        "import mangacolor.prepare.lines, mangacolor.prepare.pair, mangacolor.prepare.runner\n"
+        "assert 'torch' not in sys.modules, 'a prepare stage imports torch'\n"
+        "import mangacolor.cli\n"
+        "assert 'torchvision' not in sys.modules, 'the command line imports torchvision'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_bottleneck_width_matches_torchvision():
+    from torchvision.models.resnet import Bottleneck
+
+    from mangacolor.models.resnet_unet import BOTTLENECK_EXPANSION
+
+    assert BOTTLENECK_EXPANSION == Bottleneck.expansion

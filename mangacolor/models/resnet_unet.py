@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import Bottleneck
 
 from mangacolor.errors import MangacolorError, WeightsNotFoundError
 from mangacolor.models.blocks import SelfAttention, norm_layer
@@ -60,12 +59,18 @@ class ResNetUNetConfig:
     attention_kv_pool: int = 2
 
 
+BOTTLENECK_EXPANSION = 4
+"""Output channels of a ResNet Bottleneck block per ``planes`` (torchvision's ``Bottleneck.expansion``)."""
+
+
 def resnet_body(layers: tuple[int, ...] = (3, 4, 6, 3), width: int = 64) -> nn.Sequential:
     """torchvision's ResNet (Bottleneck) body as ``Sequential(conv1, bn1, relu, maxpool, layer1..4)``.
 
     With the defaults it is ``Sequential(*resnet50().children()[:-2])``: the same modules, indices and
     parameter names, so both the Danbooru release and torchvision's weights load into it.
     """
+    from torchvision.models.resnet import Bottleneck  # here: torchvision takes a second to import
+
     stem = [
         nn.Conv2d(3, width, 7, 2, 3, bias=False),
         nn.BatchNorm2d(width),
@@ -153,7 +158,7 @@ class ResNetUNetGenerator(nn.Module):
         self.register_buffer("mean", torch.tensor(DANBOORU_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(DANBOORU_STD).view(1, 3, 1, 1), persistent=False)
         self.encoder_frozen = False
-        e = Bottleneck.expansion
+        e = BOTTLENECK_EXPANSION
         # skips at H/16, H/8, H/4, H/2, H: layer3, layer2, layer1, relu (stem), the input itself
         skips = (c.width * 4 * e, c.width * 2 * e, c.width * e, c.width, c.in_channels)
         scales = (16, 8, 4, 2, 1)

@@ -25,7 +25,10 @@ import collections
 import hashlib
 import multiprocessing
 import os
+import select
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -115,6 +118,7 @@ class Job:
         key: stable name for sharding (the input's path relative to the input folder).
         payload: anything else the task needs (picklable).
         error: set when the job is known to fail before it runs (reported as the failure's reason).
+        skip: set when the job is known to be left out (reported as the skip's reason).
     """
 
     source: str
@@ -122,6 +126,7 @@ class Job:
     key: str
     payload: Any = None
     error: str = ""
+    skip: str = ""
 
 
 Task = Callable[[Job], FileResult]
@@ -142,19 +147,59 @@ def run_task(task: Task, job: Job) -> FileResult:
     """Run one job; any exception becomes a ``failed`` result."""
     if job.error:
         return FileResult(job.source, "failed", job.error)
+    if job.skip:
+        return FileResult(job.source, "skipped", job.skip)
     try:
         return task(job)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
         return _failure(job, exc)
 
 
+_BUSY = threading.Lock()
+"""Held by a worker while it runs a file, so that the watchdog ends it between files, never mid-write."""
+
+
 def _run_chunk(task: Task, jobs: list[Job]) -> list[FileResult]:
-    return [run_task(task, job) for job in jobs]
+    results = []
+    for job in jobs:
+        with _BUSY:
+            results.append(run_task(task, job))
+    return results
 
 
-def _init_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+def _init_worker(parent: int) -> None:
+    # The parent handles Ctrl-C and SIGTERM (a job queue kills the whole process group) and stops
+    # the pool after the files in progress; the workers let it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import mangacolor.prepare._serial  # noqa: F401 - OpenCV single-threaded (already done by the fork server)
+
+    threading.Thread(target=_exit_with, args=(parent,), name="mangacolor-watchdog", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """Watchdog: end this worker once ``parent`` is gone (SIGKILL, a crash), after its current file.
+
+    A worker is a child of the fork server, not of the command, so it would otherwise live on and
+    keep writing after the command is dead.
+    """
+    try:
+        fd = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # no pidfd (not Linux, old kernel): poll
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])  # readable once the process has ended
+    else:
+        while True:
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                break
+            except OSError:
+                pass
+            time.sleep(1.0)
+    with _BUSY:
+        os._exit(1)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -272,7 +317,7 @@ def _pooled(
 
 
 def _executor(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker)
+    return ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker, initargs=(os.getpid(),))
 
 
 def _done_before(job: Job, overwrite: bool) -> bool:
@@ -350,6 +395,11 @@ class ImageTask:
         return FileResult(job.source, "done", outputs=list(job.outputs))
 
 
+def _real(path: str | Path) -> Path:
+    """``path`` with links resolved; a looping link is left as it is instead of raising (Python 3.11)."""
+    return Path(os.path.realpath(path))
+
+
 def check_output_root(input_root: Path, output_root: Path) -> None:
     """Refuse an output folder that is, or lies inside, an input folder (the walk would find the outputs),
     or that cannot be created; create it (not for an input that does not exist).
@@ -359,7 +409,7 @@ def check_output_root(input_root: Path, output_root: Path) -> None:
     """
     if not input_root.exists():
         raise ImageReadError(input_root, "no such file or directory")
-    inp, out = input_root.resolve(), output_root.resolve()
+    inp, out = _real(input_root), _real(output_root)
     if out == inp or inp in out.parents:
         raise MangacolorError(f"{output_root}: the output folder must not be, or lie inside, the input {input_root}")
     make_output_root(output_root)
@@ -392,14 +442,14 @@ class InputGuard:
 
     @classmethod
     def of(cls, output_root: str | Path, input_roots: Iterable[str | Path]) -> InputGuard:
-        out = Path(output_root).resolve()
-        resolved = ((Path(root).resolve(), Path(root)) for root in input_roots)
+        out = _real(output_root)
+        resolved = ((_real(root), Path(root)) for root in input_roots)
         return cls(tuple((real, given) for real, given in resolved if out in real.parents))
 
     def error(self, outputs: Iterable[str | Path]) -> str:
         """Why a job that writes ``outputs`` must not run, or ``""``."""
         for output in outputs if self.inputs else ():
-            target = Path(output).resolve()
+            target = _real(output)
             for real, given in self.inputs:
                 if target == real or real in target.parents:
                     return f"its output {output} would overwrite the input {given}; choose another output folder"
@@ -426,6 +476,8 @@ def image_jobs(
     unlisted: list[tuple[Path, str]] = []
     same_stem = SameStemFinder() if output_format != "same" else None
 
+    out_real = _real(output_root)
+
     def key_of(path: Path) -> str:
         return path.relative_to(input_root).as_posix() if input_root.is_dir() else path.name
 
@@ -433,6 +485,9 @@ def image_jobs(
         while unlisted:
             folder, reason = unlisted.pop(0)
             yield Job(str(folder), (), key_of(folder), error=reason)
+        if out_real in _real(source).parents:  # a linked folder of the input leads into the output
+            yield Job(str(source), (), key_of(source), skip="in the output folder (through a link); left out")
+            continue
         out = output_path(source, input_root, output_root, output_format)
         written = tuple(map(str, outputs(out) if outputs is not None else (out,)))
         first = same_stem.first(source) if same_stem is not None and input_root.is_dir() else source

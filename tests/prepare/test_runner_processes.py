@@ -1,0 +1,114 @@
+"""The folder driver and the processes around it: stopping, a killed command, links into the output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mangacolor.imageio import read_image, write_image
+from mangacolor.prepare.borders import CropConfig, crop_folder
+from mangacolor.prepare.runner import RunOptions
+from tests.conftest import drawing
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _many(root: Path, n: int) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        write_image(root / f"p{i:04d}.png", rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    return root
+
+
+def _descendants_of_forkservers() -> set[int]:
+    """Processes whose command line is a multiprocessing fork server's (the server and its workers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"multiprocessing.forkserver" in cmdline or b"multiprocessing.resource_tracker" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def _start_lines(src: Path, out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mangacolor", "prepare", "lines", str(src), str(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if out.is_dir() and sum(1 for _ in out.glob("*.png")) >= 10:
+            break
+        time.sleep(0.05)
+    return proc
+
+
+def _wait_gone(pids: set[int], seconds: float) -> set[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = {p for p in pids if Path(f"/proc/{p}").exists() and _state(p) != "Z"}
+        if not alive:
+            return set()
+        time.sleep(0.1)
+    return alive
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_or_killed_command_leaves_no_workers_and_no_debris(tmp_path, how):
+    src = _many(tmp_path / "in", 400)
+    out = tmp_path / "out"
+    before = _descendants_of_forkservers()
+    proc = _start_lines(src, out)
+    if proc.poll() is not None:
+        pytest.skip("the stage finished before the signal")
+    ours = _descendants_of_forkservers() - before
+    proc.send_signal(getattr(signal, how))
+    _, err = proc.communicate(timeout=60)
+    if how == "SIGTERM":
+        assert proc.returncode == 143 and "stopped by SIGTERM" in err, err
+    assert not _wait_gone(ours, 20), "worker processes outlived the command"
+    written = sorted(out.glob("*.png"))
+    settled = len(written)
+    time.sleep(0.5)
+    assert len(list(out.glob("*.png"))) == settled  # nothing writes after the end
+    if how == "SIGTERM":
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    for path in written:
+        assert read_image(path, mode=None).shape == (96, 96)
+    again = subprocess.run(
+        [sys.executable, "-m", "mangacolor", "prepare", "lines", str(src), str(out), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    assert len(list(out.glob("*.png"))) == 400
+
+
+def test_a_linked_folder_that_leads_into_the_output_is_left_out(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_image(src / "a.png", drawing(seed=1))
+    out.mkdir()
+    (src / "sub").symlink_to(os.path.relpath(out, src))
+    for _ in range(3):
+        report = crop_folder(src, out, CropConfig(), RunOptions(workers=1))
+        assert report.failed == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png"]
+    assert report.skip_reasons.get("in the output folder (through a link); left out") == 1
