@@ -10,12 +10,14 @@ interrupted run never leaves a half-written image. Tensors for the networks are 
 from __future__ import annotations
 
 import collections
+import functools
+import io
 import os
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -162,6 +164,40 @@ class SameStemFinder:
         return folder / stems.get(path.stem, path.name)
 
 
+def _to_srgb(img: Image.Image) -> Image.Image:
+    """A colour image with an embedded ICC profile other than sRGB (Adobe RGB, a CMYK press profile),
+    converted to sRGB (relative colorimetric), the space the models and the metrics work in.
+
+    Greyscale profiles are left alone: a page's grey levels are its own. A profile that cannot be
+    read leaves the pixels as stored.
+    """
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK"):
+        return img
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if img.mode != "CMYK" and "srgb" in ImageCms.getProfileDescription(source).lower():
+            return img
+        return ImageCms.profileToProfile(
+            img,
+            source,
+            _srgb_profile(),
+            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+            outputMode="RGBA" if img.mode == "RGBA" else "RGB",
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return img
+
+
+@functools.cache
+def _srgb_profile() -> Any:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
 def _flatten_alpha(img: Image.Image) -> Image.Image:
     """Composite an image with transparency on white (pages are printed on white paper)."""
     rgba = img.convert("RGBA")
@@ -237,7 +273,7 @@ def read_image(path: str | Path, mode: str | None = "RGB", max_pixels: int | Non
                     )
                 img.load()
                 img = ImageOps.exif_transpose(img) or img
-                arr = _to_rgb_or_gray(img)
+                arr = _to_rgb_or_gray(_to_srgb(img))
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -310,8 +346,6 @@ def encode_image(image: np.ndarray, suffix: str, quality: int = 95) -> bytes:
         return buf.tobytes()
     if suffix not in _PIL_FORMATS:
         raise ValueError(f"unsupported image format {suffix!r}; use one of {sorted(_PIL_FORMATS)}")
-    import io
-
     out = io.BytesIO()
     kwargs = {"quality": quality} if suffix == ".webp" else {}
     Image.fromarray(image).save(out, format=_PIL_FORMATS[suffix], **kwargs)

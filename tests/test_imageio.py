@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 from mangacolor.errors import ImageReadError, ImageWriteError
 from mangacolor.imageio import list_images, read_image, to_tensor, to_uint8, write_image
@@ -231,3 +232,59 @@ def test_too_wide_for_the_format_is_a_clear_error(tmp_path, name, width):
         write_image(tmp_path / name, np.zeros((1, width), np.uint8))
     assert list(tmp_path.iterdir()) == []
     write_image(tmp_path / "wide.png", np.zeros((1, width), np.uint8))  # PNG takes it
+
+
+def _matrix_profile(name: str, red, green, blue, gamma: float) -> bytes:
+    """A minimal ICC v2 RGB display profile (primaries adapted to D50, one gamma for all channels)."""
+
+    def s15(x: float) -> bytes:
+        return struct.pack(">i", round(x * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    def curve(g: float) -> bytes:
+        return b"curv" + bytes(4) + struct.pack(">IH", 1, round(g * 256)) + bytes(2)
+
+    text = name.encode() + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 2 + 1 + 67)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(*red)),
+        (b"gXYZ", xyz(*green)),
+        (b"bXYZ", xyz(*blue)),
+        (b"rTRC", curve(gamma)),
+        (b"gTRC", curve(gamma)),
+        (b"bTRC", curve(gamma)),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        body += bytes(-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = struct.pack(">I", offset + len(data)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+    header += bytes(12) + b"acsp" + bytes(28) + s15(0.9642) + s15(1.0) + s15(0.8249)
+    return header + bytes(128 - len(header)) + struct.pack(">I", len(tags)) + table + data
+
+
+def test_an_embedded_wide_gamut_profile_is_converted_to_srgb(tmp_path):
+    adobe = _matrix_profile(
+        "Wide RGB (test)", (0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446), 2.2
+    )
+    pixels = np.array([[[30, 200, 30], [128, 128, 128], [255, 255, 255]]], np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "wide.png", icc_profile=adobe)
+    Image.fromarray(pixels).convert("RGBA").save(tmp_path / "wide_alpha.png", icc_profile=adobe)
+    for name in ("wide.png", "wide_alpha.png"):
+        got = read_image(tmp_path / name).astype(int)
+        assert got[0, 0, 0] < 10 and got[0, 0, 1] > 195  # a wide-gamut green is sRGB's most saturated green
+        assert np.abs(got[0, 1] - 128).max() <= 3 and (got[0, 2] == 255).all()  # greys and white stay
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(pixels).save(tmp_path / "srgb.png", icc_profile=srgb)
+    Image.fromarray(pixels).save(tmp_path / "broken.png", icc_profile=b"not a profile at all")
+    for name in ("srgb.png", "broken.png"):  # sRGB already, or a profile that cannot be read: as stored
+        assert (read_image(tmp_path / name) == pixels).all()
+    gray = np.array([[10, 128, 250]], np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.png", icc_profile=adobe)  # greyscale levels are never changed
+    assert (read_image(tmp_path / "gray.png", mode=None) == gray).all()
