@@ -12,6 +12,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+MERGE_MODES = ("auto", "luma", "multiply", "none")
+"""How a colorizer's output comes back to a page's full resolution (``colorize --merge``)."""
+
 
 def luma(image: np.ndarray) -> np.ndarray:
     """ITU-R BT.601 luma of a ``uint8`` (H, W, 3) RGB image as ``uint8`` (H, W); (H, W) passes through."""

@@ -35,7 +35,7 @@ from torch import nn
 
 from mangacolor import checkpoint
 from mangacolor.checkpoint import CheckpointInfo
-from mangacolor.color import is_color, luma, merge_luminance, page_kind
+from mangacolor.color import MERGE_MODES, is_color, luma, merge_luminance, page_kind
 from mangacolor.errors import CheckpointError, ImageReadError, ImageWriteError, MangacolorError
 from mangacolor.imageio import (
     IMAGE_EXTENSIONS,
@@ -51,7 +51,6 @@ from mangacolor.imageio import (
 from mangacolor.report import BatchReport, FileResult
 from mangacolor.training.loop import resolve_device
 
-MERGE_MODES = ("auto", "luma", "multiply", "none")
 DEFAULT_SIZE = 512
 
 

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -229,18 +229,21 @@ def device_option(value: str) -> str:
     return value
 
 
-def merge_option(value: str) -> str:
-    """``--merge``: one of the merge modes, checked before the model loads.
+def choice_option(choices: Sequence[str], hints: dict[str, str] | None = None) -> Callable[[str], str]:
+    """A callback that checks an option against ``choices`` (any case) while the options are read.
 
-    Raises:
-        typer.BadParameter: not a merge mode.
+    ``hints`` adds a word for a likely mistake (``--method gray``: "for the greyscale page use --gray").
+    The callback raises ``typer.BadParameter``: a usage error naming the option, before anything runs.
     """
-    from mangacolor.inference import MERGE_MODES
 
-    value = value.strip().lower()
-    if value not in MERGE_MODES:
-        raise typer.BadParameter(f"must be one of {', '.join(MERGE_MODES)}")
-    return value
+    def check(value: str) -> str:
+        value = value.strip().lower()
+        if value not in choices:
+            hint = (hints or {}).get(value, "")
+            raise typer.BadParameter(f"must be one of {', '.join(choices)}{hint}")
+        return value
+
+    return check
 
 
 def check_named_output_format(ctx: typer.Context, input: Path, output: Path, output_format: str) -> None:
@@ -376,10 +379,12 @@ def echo_paths(paths: list[str]) -> None:
 
     When the reader goes away (``mangacolor colorize ... | head``), stdout is pointed at the null
     device and the batch goes on: the pages are written whether or not anyone reads their names.
+    Names are written as the file system stores them, so a name that is not UTF-8 neither breaks
+    the output (``PYTHONIOENCODING=utf-8`` makes stdout strict) nor changes on its way to ``xargs``.
     """
     try:
         for path in paths:
-            typer.echo(path)
+            typer.echo(os.fsencode(path))  # bytes go to stdout's buffer as they are
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

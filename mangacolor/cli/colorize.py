@@ -12,15 +12,16 @@ from rich.markup import escape
 from mangacolor.cli._common import (
     batch_progress,
     check_named_output_format,
+    choice_option,
     console,
     device_option,
     echo_paths,
     exit_for,
     guarded,
-    merge_option,
     output_format_option,
     print_summary,
 )
+from mangacolor.color import MERGE_MODES
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import read_image
 
@@ -56,7 +57,7 @@ def colorize(
             help="luma: keep the page's own full-resolution luminance (shaded pages); multiply: lay the page over "
             "the colour (ink on paper: line art, screentone); auto: multiply for ink pages, else luma; none: the "
             "network's RGB resized.",
-            callback=merge_option,
+            callback=choice_option(MERGE_MODES),
         ),
     ] = "auto",
     device: Annotated[str, typer.Option(callback=device_option, help="auto, cpu, cuda or cuda:N.")] = "auto",

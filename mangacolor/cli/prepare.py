@@ -13,6 +13,7 @@ from rich.markup import escape
 from mangacolor.cli._common import (
     NO_IMAGES,
     batch_progress,
+    choice_option,
     console,
     echo_paths,
     exit_for,
@@ -21,7 +22,9 @@ from mangacolor.cli._common import (
     print_summary,
 )
 from mangacolor.errors import MangacolorError
+from mangacolor.prepare.borders import BORDER_COLORS
 from mangacolor.prepare.danbooru import DEFAULT_LAYOUT
+from mangacolor.prepare.lines import METHODS
 from mangacolor.report import BatchReport, FileResult
 
 prepare_app = typer.Typer(
@@ -38,6 +41,21 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON summary on st
 
 SHOW_AT_MOST = 20
 """Unmatched / malformed entries printed on the console (all of them go to a file)."""
+
+
+def _resize_option(value: str | None) -> str | None:
+    """``--resize``: checked while the options are read, so a bad value is a usage error before any work.
+
+    Raises:
+        typer.BadParameter: not ``WxH`` or ``N`` with sides in range.
+    """
+    from mangacolor.prepare.pair import RESIZE_FORMAT, parse_size
+
+    try:
+        parse_size(value)
+    except MangacolorError:
+        raise typer.BadParameter(f"must be {RESIZE_FORMAT}. Got {value!r}") from None
+    return value
 
 
 def _options(workers: int | None, shard: str | None, overwrite: bool):
@@ -198,7 +216,9 @@ def filter_cmd(
 def crop_cmd(
     input: Annotated[Path, typer.Argument(help="Image or folder (searched recursively).")],
     output: Annotated[Path, typer.Argument(help="Output folder (mirrors the input tree).")],
-    color: Annotated[str, typer.Option(help="Padding to remove: both, black or white.")] = "both",
+    color: Annotated[
+        str, typer.Option(callback=choice_option(BORDER_COLORS), help="Padding to remove: both, black or white.")
+    ] = "both",
     tolerance: Annotated[int, typer.Option(min=0, max=254, help="Largest difference from pure black/white.")] = 24,
     min_size: Annotated[int, typer.Option(min=0, help="Drop images whose short side is smaller after cropping.")] = 0,
     size: Annotated[int | None, typer.Option(min=1, help="Shrink the long side to this (area filter).")] = None,
@@ -239,7 +259,13 @@ def crop_cmd(
 def lines_cmd(
     input: Annotated[Path, typer.Argument(help="Colour image or folder (searched recursively).")],
     output: Annotated[Path, typer.Argument(help="Output folder (mirrors the input tree).")],
-    method: Annotated[str, typer.Option(help="blur, sketch or xdog.")] = "sketch",
+    method: Annotated[
+        str,
+        typer.Option(
+            callback=choice_option(METHODS, {"gray": " (for the greyscale page use --gray)"}),
+            help="blur, sketch or xdog.",
+        ),
+    ] = "sketch",
     gray: Annotated[bool, typer.Option("--gray", help="Write the luma (greyscale page) instead of lines.")] = False,
     sigma: Annotated[float | None, typer.Option(help="Gaussian sigma (default: blur 4, sketch 3, xdog 0.8).")] = None,
     threshold: Annotated[
@@ -286,7 +312,11 @@ def pair_cmd(
     color: Annotated[Path, typer.Argument(help="Folder of colour pages with the same names.")],
     output: Annotated[Path, typer.Argument(help="Output folder: A/ (greyscale), B/ (colour), unmatched.txt.")],
     resize: Annotated[
-        str | None, typer.Option(help="WxH for both, or N for a long side (default: greyscale to the colour size).")
+        str | None,
+        typer.Option(
+            callback=_resize_option,
+            help="WxH for both, or N for a long side, at most 16384 (default: greyscale to the colour size).",
+        ),
     ] = None,
     output_format: Annotated[
         str, typer.Option("--format", callback=output_format_option, help="png, jpg, webp or same.")

@@ -141,9 +141,12 @@ def hconcat_folders(
     """``prepare hconcat``: join images of two folders matched by name into A|B images.
 
     A is resized to B's size when they differ. Unmatched files are reported and listed in
-    ``OUT/unmatched.txt``.
+    ``OUT/unmatched.txt``; a sub-folder that cannot be listed fails and the other pairs are done.
+
+    Raises:
+        FileError: ``OUT/unmatched.txt`` cannot be written.
     """
-    from mangacolor.prepare.pair import PairReport, match_stems, write_unmatched
+    from mangacolor.prepare.pair import PairReport, match_stems, unlisted_jobs, write_unmatched
 
     a_root, b_root, output_root = Path(a_root), Path(b_root), Path(output_root)
     check_output_format(output_format)
@@ -157,6 +160,7 @@ def hconcat_folders(
         for key, a, b in matching.pairs:
             outputs = (str(output_root / (key + suffix_of(b))),)
             yield Job(str(b), outputs, key, (str(a), str(b)), error=guard.error(outputs))
+        yield from unlisted_jobs(matching)
 
     report = BatchReport()
     for _, result in iter_results(jobs(), HconcatTask(quality), options or RunOptions()):

@@ -27,7 +27,16 @@ BORDER_COLORS = ("both", "black", "white")
 
 
 class TooSmall(Exception):
-    """The cropped image is smaller than the minimum size (the stage skips it)."""
+    """The cropped image is smaller than the minimum size (the stage skips it).
+
+    Attributes:
+        size: ``(width, height)`` after cropping.
+        min_size: the minimum short side it missed.
+    """
+
+    def __init__(self, size: tuple[int, int], min_size: int) -> None:
+        self.size, self.min_size = size, min_size
+        super().__init__(f"{size[0]}x{size[1]} after cropping, below --min-size {min_size}")
 
 
 def _channel_extremes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +74,7 @@ def detect_borders(
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"expected uint8 (H, W) or (H, W, 3). Got {image.dtype} {image.shape}")
     if color not in BORDER_COLORS:
-        raise ValueError(f"color must be one of {BORDER_COLORS}. Got {color!r}")
+        raise ValueError(f"color must be one of {', '.join(BORDER_COLORS)}. Got {color!r}")
     h, w = image.shape[:2]
     top, bottom, left, right = 0, h, 0, w
     while True:  # peel layers: a black letterbox around white margins takes two rounds with "both"
@@ -167,7 +176,7 @@ class CropConfig:
 
     def __post_init__(self) -> None:
         if self.color not in BORDER_COLORS:
-            raise ValueError(f"color must be one of {BORDER_COLORS}. Got {self.color!r}")
+            raise ValueError(f"color must be one of {', '.join(BORDER_COLORS)}. Got {self.color!r}")
         if not 0 <= self.tolerance < 255:
             raise ValueError(f"tolerance must be in [0, 255). Got {self.tolerance}")
         if self.size is not None and self.size < 1:
@@ -221,7 +230,7 @@ def crop_image(
     out = image[top:bottom, left:right]
     h, w = out.shape[:2]
     if min(h, w) < config.min_size:
-        raise TooSmall(f"{w}x{h} after cropping, below --min-size {config.min_size}")
+        raise TooSmall((w, h), config.min_size)
     if config.size is not None:
         out = resize_long_side_area(out, config.size)
     return out
@@ -240,19 +249,35 @@ class _CropTransform:
         try:
             return crop_image(image, self.config, original_size)
         except TooSmall as exc:
-            raise SkipImage(str(exc)) from None
+            # One reason for every size, so the summary's skip reasons stay one line.
+            raise SkipImage(f"below --min-size {exc.min_size} after cropping") from None
 
 
-def load_original_sizes(metadata: list[Path], wanted: set[int] | None = None) -> dict[int, tuple[int, int]]:
+def load_original_sizes(
+    metadata: list[Path],
+    wanted: set[int] | None = None,
+    on_error: Callable[[Path, str], None] | None = None,
+) -> dict[int, tuple[int, int]]:
     """Post id -> original ``(width, height)`` from Danbooru metadata or a ``prepare filter`` manifest.
 
     Lines without an id or a size are ignored. Memory: one small entry per post, and with ``wanted``
     only for those ids (the images of the folder being cropped, not the whole dump's posts).
+
+    Args:
+        metadata: metadata files or folders.
+        wanted: keep only these post ids (``None``: all).
+        on_error: called with a metadata file or folder that could not be read (to its end) and
+            the reason; the sizes read from the others are returned.
+
+    Raises:
+        MangacolorError: a path does not exist, or no metadata file was found.
     """
     from mangacolor.prepare.danbooru import read_metadata
 
     sizes: dict[int, tuple[int, int]] = {}
     for line in read_metadata(metadata):
+        if line.whole_file and on_error is not None:
+            on_error(line.file, line.error)
         post = line.post
         if post is not None and post.width and post.height and (wanted is None or post.id in wanted):
             sizes[post.id] = (post.width, post.height)
@@ -277,6 +302,9 @@ def crop_folder(
 ) -> BatchReport:
     """``prepare crop``: remove borders from every image under ``input_root`` into ``output_root``.
 
+    A metadata file or folder that cannot be read (to its end) is a failure of its own; the images
+    are still cropped, those without a known original size by border detection.
+
     Args:
         input_root: folder (searched recursively) or one image.
         output_root: output folder; the input tree is mirrored.
@@ -292,9 +320,14 @@ def crop_folder(
     from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, run_jobs
 
     sizes: dict[int, tuple[int, int]] = {}
+    unread: list[FileResult] = []  # metadata files or folders that could not be read
     if metadata:
         listed = (_post_id(p) for p in list_images(input_root, on_error=lambda *_: None))  # image_jobs reports
-        sizes = load_original_sizes(metadata, {i for i in listed if i is not None})  # one int per image
+        sizes = load_original_sizes(  # one int per image
+            metadata,
+            {i for i in listed if i is not None},
+            on_error=lambda path, reason: unread.append(FileResult(str(path), "failed", reason)),
+        )
 
     def original_size(path: Path) -> tuple[int, int] | None:
         post_id = _post_id(path)
@@ -302,4 +335,9 @@ def crop_folder(
 
     jobs = image_jobs(input_root, output_root, output_format, payload=original_size if sizes else None)
     task = ImageTask(_CropTransform(config), read_mode=None, quality=quality, pass_payload=True)
-    return run_jobs(jobs, task, options or RunOptions(), on_result)
+    report = run_jobs(jobs, task, options or RunOptions(), on_result)
+    for failure in unread:
+        report.add(failure)
+        if on_result is not None:
+            on_result(failure)
+    return report

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import itertools
 import json
 import os
 import tempfile
@@ -178,6 +179,11 @@ class MetadataLine:
     error: str = ""
 
     @property
+    def whole_file(self) -> bool:
+        """The error is about the whole file or folder (line 0): it could not be opened, read to its end or listed."""
+        return self.line == 0
+
+    @property
     def where(self) -> str:
         """``file:line`` for messages."""
         return f"{self.file}:{self.line}"
@@ -188,16 +194,26 @@ def _is_metadata_name(name: str) -> bool:
     return name.endswith(METADATA_SUFFIXES) or name.isdigit()
 
 
-def metadata_files(paths: Iterable[str | Path]) -> list[Path]:
+def metadata_files(paths: Iterable[str | Path], on_error: Callable[[Path, str], None] | None = None) -> list[Path]:
     """The metadata files named by ``paths``, sorted.
 
     Folders are searched for ``*.json``, ``*.jsonl`` (optionally ``.gz``) and the all-digit names of
     the 2017-2020 releases.
+
+    Args:
+        paths: metadata files and folders.
+        on_error: called with a sub-folder that cannot be listed and the reason, and the search
+            goes on; without it such a folder raises.
+
+    Raises:
+        MangacolorError: a path does not exist or a folder given cannot be listed (or a
+            sub-folder, without ``on_error``), or no metadata file was found.
     """
+    paths = list(paths)
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and _is_metadata_name(f.name)))
+            files.extend(sorted(_walk_metadata(p, on_error)))
         elif p.is_file():
             files.append(p)
         else:
@@ -209,6 +225,30 @@ def metadata_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def _walk_metadata(root: Path, on_error: Callable[[Path, str], None] | None) -> Iterator[Path]:
+    """The metadata files under ``root``; links to folders are not followed (as ``Path.rglob``)."""
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            reason = f"cannot list metadata folder: {exc.strerror or type(exc).__name__}; the files in it were not read"
+            if on_error is None or folder == root:
+                raise MangacolorError(f"{folder}: {reason}") from None
+            on_error(folder, reason)
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                elif _is_metadata_name(entry.name) and entry.is_file():
+                    yield Path(entry.path)
+            except OSError:  # vanished or unreadable entry: not a metadata file
+                continue
+
+
 def _open_text(path: Path) -> TextIO:
     if path.name.endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8", errors="replace")
@@ -218,14 +258,25 @@ def _open_text(path: Path) -> TextIO:
 def read_metadata(paths: Iterable[str | Path]) -> Iterator[MetadataLine]:
     """Stream every non-blank line of the metadata files as a post or an error (never raises per line).
 
+    A file or sub-folder that cannot be read as a whole (it cannot be opened, a ``.gz`` breaks off,
+    a folder cannot be listed) gives one record with line number 0 and the reason, and the stream
+    goes on with the next file.
+
     Raises:
-        MangacolorError: a metadata file is missing or cannot be opened.
+        MangacolorError: a path given does not exist or cannot be listed, or no metadata file was found.
     """
-    for path in metadata_files(paths):
+    unlisted: list[tuple[Path, str]] = []
+    files = metadata_files(paths, on_error=lambda folder, reason: unlisted.append((folder, reason)))
+    for folder, reason in unlisted:
+        yield MetadataLine(folder, 0, None, reason)
+    for path in files:
         try:
             fh = _open_text(path)
         except OSError as exc:
-            raise MangacolorError(f"{path}: cannot open: {exc.strerror or exc}") from None
+            yield MetadataLine(
+                path, 0, None, f"cannot open metadata file: {exc.strerror or exc}; none of its posts were read"
+            )
+            continue
         with fh:
             try:
                 for number, text in enumerate(fh, start=1):
@@ -242,7 +293,7 @@ def read_metadata(paths: Iterable[str | Path]) -> Iterator[MetadataLine]:
                     except MalformedPost as exc:
                         yield MetadataLine(path, number, None, str(exc))
             except (OSError, EOFError, zlib.error) as exc:  # truncated or corrupt .gz and the like
-                yield MetadataLine(path, 0, None, f"cannot read further: {exc}")
+                yield MetadataLine(path, 0, None, f"cannot read further: {exc}; the posts after the break are missing")
 
 
 @dataclass(frozen=True)
@@ -435,7 +486,9 @@ def filter_posts(
     ``OUT/manifest.jsonl`` (one line per selected post: id, md5, size, rating, output file, the
     metadata line it came from and the tags that matched) and ``OUT/filter.json`` (the criteria and
     counts, with every malformed line as ``file:line: reason``). With ``--shard i/n`` the names
-    become ``manifest.shard-i-of-n.jsonl`` etc.
+    become ``manifest.shard-i-of-n.jsonl`` etc. A metadata file that cannot be opened or read to
+    its end, and a metadata sub-folder that cannot be listed, are failed results of their own; the
+    rest is read and both files are written.
 
     Args:
         metadata: metadata files or folders.
@@ -449,6 +502,10 @@ def filter_posts(
         max_files: stop after this many selected posts (of this shard).
         on_result: called with each copied file's outcome.
         on_malformed: called with ``"file:line: reason"`` for each malformed metadata line.
+
+    Raises:
+        MangacolorError: bad options, no metadata, or an unusable output folder (before any copy).
+        FileError: ``manifest.jsonl`` or ``filter.json`` cannot be written.
     """
     options = options or RunOptions()
     output_root = Path(output_root)
@@ -458,7 +515,8 @@ def filter_posts(
         layout.format(root="", subset="", bucket="", id=0, ext="", md5="")
     except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
         raise MangacolorError(f"--layout {layout!r} is not a valid pattern ({exc}); fields: {_LAYOUT_FIELDS}") from None
-    files = metadata_files(metadata)
+    unlisted: list[tuple[Path, str]] = []
+    files = metadata_files(metadata, on_error=lambda folder, reason: unlisted.append((folder, reason)))
     shard_index, shard_count = options.shard
     suffix = "" if shard_count == 1 else f".shard-{shard_index}-of-{shard_count}"
     report = FilterReport(manifest=output_root / f"manifest{suffix}.jsonl")
@@ -467,9 +525,10 @@ def filter_posts(
     def jobs() -> Iterator[Job]:
         wanted = 0
         seen: set[int] = set()  # one int per selected post: a dump may list a post twice
-        for line in read_metadata(files):
-            if line.line == 0:  # the file itself could not be read to the end: the selection is partial
-                result = FileResult(str(line.file), "failed", f"metadata {line.error}; the posts after it are missing")
+        folder_errors = (MetadataLine(folder, 0, None, reason) for folder, reason in unlisted)
+        for line in itertools.chain(folder_errors, read_metadata(files)):
+            if line.whole_file:  # a file or folder could not be read (to its end): the selection is partial
+                result = FileResult(str(line.file), "failed", line.error)
                 report.batch.add(result)
                 if on_result is not None:
                     on_result(result)
@@ -521,22 +580,19 @@ def filter_posts(
 
     make_output_root(output_root)
     unsharded = RunOptions(workers=options.workers, overwrite=options.overwrite, chunksize=options.chunksize)
-    fd, tmp = tempfile.mkstemp(prefix=f".{report.manifest.name}.", suffix=".tmp", dir=output_root)
+    manifest = _AtomicTextFile(report.manifest)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as manifest:
-            for job, result in iter_results(jobs(), CopyTask(link), unsharded):
-                record = records.pop(job.payload)
-                report.batch.add(result)
-                if on_result is not None:
-                    on_result(result)
-                if result.status in ("done", "skipped"):
-                    report.selected += 1
-                    manifest.write(json.dumps(record, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, report.manifest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for job, result in iter_results(jobs(), CopyTask(link), unsharded):
+            record = records.pop(job.payload)
+            report.batch.add(result)
+            if on_result is not None:
+                on_result(result)
+            if result.status in ("done", "skipped"):
+                report.selected += 1
+                manifest.write(json.dumps(record, sort_keys=True) + "\n")
+        manifest.commit()
+    finally:
+        manifest.discard()
     summary = {
         "criteria": criteria.to_json(),
         "metadata": [str(f) for f in files],
@@ -548,8 +604,64 @@ def filter_posts(
         **report.to_json(),
         "malformed_lines": report.malformed,
     }
-    atomic_write_bytes(output_root / f"filter{suffix}.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    summary_path = output_root / f"filter{suffix}.json"
+    try:
+        atomic_write_bytes(summary_path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    except OSError as exc:
+        raise FileError(summary_path, f"cannot write: {exc.strerror or exc}") from None
     return report
+
+
+class _AtomicTextFile:
+    """A UTF-8 text file written through a temporary file beside it and a rename on :meth:`commit`.
+
+    Until then an earlier file of that name is untouched; any failure to write (a folder in the
+    way, a full disk) is a :class:`FileError` naming the file, and the temporary file is removed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tmp: str | None = None
+        try:
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            self._fh: TextIO = os.fdopen(fd, "w", encoding="utf-8")
+        except OSError as exc:
+            self.discard()
+            raise self._error(exc) from None
+
+    def _error(self, exc: OSError) -> FileError:
+        return FileError(self.path, f"cannot write: {exc.strerror or exc}")
+
+    def write(self, text: str) -> None:
+        """Append ``text``."""
+        try:
+            self._fh.write(text)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def commit(self) -> None:
+        """Flush to disk and rename over ``path``."""
+        assert self._tmp is not None
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.chmod(self._tmp, 0o644)  # mkstemp makes 0600
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            raise self._error(exc) from None
+        self._tmp = None
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (nothing once committed)."""
+        if self._tmp is None:
+            return
+        try:
+            self._fh.close()  # a failing flush (a full disk) still closes the file
+        except (OSError, AttributeError):
+            pass
+        Path(self._tmp).unlink(missing_ok=True)
+        self._tmp = None
 
 
 _LAYOUT_FIELDS = "{root}, {subset}, {bucket}, {id}, {ext}, {md5}"

@@ -4,11 +4,13 @@ with ``prepare hconcat``.
 Pages match by their path relative to each folder without the ending, so
 ``bw/ch01/003.png`` pairs with ``color/ch01/003.jpg``. Matched pairs are written as ``OUT/A``
 (greyscale, luma) and ``OUT/B`` (colour) under the same relative names; files without a partner
-are reported for both sides and listed in ``OUT/unmatched.txt``.
+are reported for both sides and listed in ``OUT/unmatched.txt``. A sub-folder that cannot be
+listed fails (its files take no part in the matching) and the other pairs are done.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mangacolor.errors import MangacolorError
-from mangacolor.imageio import list_images, read_image, write_image
+from mangacolor.errors import FileError, MangacolorError
+from mangacolor.imageio import atomic_write_bytes, list_images, read_image, write_image
 from mangacolor.prepare.runner import (
     InputGuard,
     Job,
@@ -38,18 +40,20 @@ class Matching:
         unmatched_a: files of the first folder without a partner.
         unmatched_b: files of the second folder without a partner.
         ambiguous: keys with several files on one side (``x.png`` and ``x.jpg``), left out.
+        unlisted: ``(folder, reason)`` of the sub-folders of either side that could not be listed.
     """
 
     pairs: list[tuple[str, Path, Path]] = field(default_factory=list)
     unmatched_a: list[Path] = field(default_factory=list)
     unmatched_b: list[Path] = field(default_factory=list)
     ambiguous: list[str] = field(default_factory=list)
+    unlisted: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _index(root: Path) -> tuple[dict[str, Path], set[str]]:
+def _index(root: Path, on_error: Callable[[Path, str], None]) -> tuple[dict[str, Path], set[str]]:
     found: dict[str, Path] = {}
     duplicate: set[str] = set()
-    for path in list_images(root):
+    for path in list_images(root, on_error=on_error):
         key = path.relative_to(root).with_suffix("").as_posix() if root.is_dir() else path.stem
         if key in found:
             duplicate.add(key)
@@ -60,15 +64,21 @@ def _index(root: Path) -> tuple[dict[str, Path], set[str]]:
 def match_stems(a_root: str | Path, b_root: str | Path) -> Matching:
     """Match the images of two folders by relative path without ending.
 
-    Memory holds one name per file (the matching needs both sides).
+    Memory holds one name per file (the matching needs both sides). A sub-folder that cannot be
+    listed is recorded in :attr:`Matching.unlisted` and the walk goes on.
 
     Raises:
-        ImageReadError: a folder does not exist.
+        ImageReadError: a folder does not exist or cannot be listed itself.
     """
-    a, dup_a = _index(Path(a_root))
-    b, dup_b = _index(Path(b_root))
+    unlisted: list[tuple[Path, str]] = []
+
+    def on_error(folder: Path, reason: str) -> None:
+        unlisted.append((folder, reason))
+
+    a, dup_a = _index(Path(a_root), on_error)
+    b, dup_b = _index(Path(b_root), on_error)
     ambiguous = dup_a | dup_b
-    result = Matching(ambiguous=sorted(ambiguous))
+    result = Matching(ambiguous=sorted(ambiguous), unlisted=unlisted)
     for key in sorted(a.keys() & b.keys() - ambiguous):
         result.pairs.append((key, a[key], b[key]))
     result.unmatched_a = [a[k] for k in sorted(a.keys() - b.keys() - ambiguous)]
@@ -76,8 +86,15 @@ def match_stems(a_root: str | Path, b_root: str | Path) -> Matching:
     return result
 
 
+MAX_SIDE = 16384
+"""Largest side ``--resize`` accepts: a 16384x16384 RGB page is already 768 MiB in memory."""
+
+RESIZE_FORMAT = f"WxH or a long side N, each side 1 to {MAX_SIDE} (e.g. 512x768 or 512)"
+"""What ``--resize`` takes, for messages."""
+
+
 def parse_size(text: str | None) -> tuple[int, int] | int | None:
-    """``--resize``: ``WxH`` (exact size), ``N`` (long side N) or ``None``.
+    """``--resize``: ``WxH`` (exact size), ``N`` (long side N) or ``None``; sides 1 to :data:`MAX_SIDE`.
 
     Raises:
         MangacolorError: anything else.
@@ -85,17 +102,12 @@ def parse_size(text: str | None) -> tuple[int, int] | int | None:
     if text is None or text == "":
         return None
     try:
-        if "x" in text.lower():
-            w, h = (int(v) for v in text.lower().split("x"))
-            if w < 1 or h < 1:
-                raise ValueError
-            return w, h
-        n = int(text)
-        if n < 1:
+        sides = tuple(int(v) for v in text.lower().split("x"))
+        if len(sides) not in (1, 2) or not all(1 <= v <= MAX_SIDE for v in sides):
             raise ValueError
-        return n
     except ValueError:
-        raise MangacolorError(f"--resize must be WxH or a long side N, e.g. 512x768 or 512. Got {text!r}") from None
+        raise MangacolorError(f"--resize must be {RESIZE_FORMAT}. Got {text!r}") from None
+    return sides if len(sides) == 2 else sides[0]  # type: ignore[return-value]
 
 
 def common_size(a: np.ndarray, b: np.ndarray, size: tuple[int, int] | int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -155,14 +167,32 @@ class PairReport:
 
 
 def write_unmatched(matching: Matching, path: Path, labels: tuple[str, str]) -> None:
-    """List the unmatched and ambiguous files, one per line (``<side>\\t<path>``), in ``path``."""
-    from mangacolor.imageio import atomic_write_bytes
+    """List the unmatched and ambiguous files, one per line (``<side>\\t<path>``), in ``path``.
 
-    lines = [f"{labels[0]}\t{p}" for p in matching.unmatched_a]
-    lines += [f"{labels[1]}\t{p}" for p in matching.unmatched_b]
-    lines += [f"ambiguous\t{k}" for k in matching.ambiguous]
-    if lines or path.exists():
-        atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode("utf-8"))
+    Names are written as the file system stores them (a name that is not UTF-8 keeps its bytes).
+    The file is written through a temporary file and a rename; when nothing is unmatched, no file
+    is written and one left by an earlier run is removed.
+
+    Raises:
+        FileError: ``path`` cannot be written (a folder in the way, a full disk) or removed.
+    """
+    lines = [labels[0].encode() + b"\t" + os.fsencode(p) for p in matching.unmatched_a]
+    lines += [labels[1].encode() + b"\t" + os.fsencode(p) for p in matching.unmatched_b]
+    lines += [b"ambiguous\t" + os.fsencode(k) for k in matching.ambiguous]
+    try:
+        if lines:
+            atomic_write_bytes(path, b"\n".join(lines) + b"\n")
+        elif path.is_file() or path.is_symlink():  # a stale listing: every page has its partner now
+            path.unlink()
+    except OSError as exc:
+        action = "write" if lines else "remove the stale listing"
+        raise FileError(path, f"cannot {action}: {exc.strerror or exc}") from None
+
+
+def unlisted_jobs(matching: Matching) -> Iterator[Job]:
+    """A failing job per sub-folder that could not be listed (reported as a failure of that folder)."""
+    for folder, reason in matching.unlisted:
+        yield Job(str(folder), (), folder.as_posix(), error=reason)
 
 
 def pair_folders(
@@ -177,6 +207,8 @@ def pair_folders(
 ) -> PairReport:
     """``prepare pair``: write matched greyscale / colour pages to ``OUT/A`` and ``OUT/B``.
 
+    A sub-folder that cannot be listed is a failed result of its own; the other pairs are done.
+
     Args:
         bw_root: folder of greyscale pages.
         color_root: folder of colour pages.
@@ -186,6 +218,10 @@ def pair_folders(
         output_format: ``png`` (default), ``jpg``, ``webp`` or ``same``.
         quality: JPEG / WebP quality.
         on_result: called with each pair's outcome.
+
+    Raises:
+        MangacolorError: an input folder is missing or cannot be listed, or the output folder is unusable.
+        FileError: ``OUT/unmatched.txt`` cannot be written.
     """
     bw_root, color_root, output_root = Path(bw_root), Path(color_root), Path(output_root)
     check_output_format(output_format)
@@ -200,6 +236,7 @@ def pair_folders(
             out_b = output_root / "B" / (key + _suffix(b, output_format))
             outputs = (str(out_a), str(out_b))
             yield Job(str(b), outputs, key, (str(a), str(b)), error=guard.error(outputs))
+        yield from unlisted_jobs(matching)
 
     report = BatchReport()
     for _, result in iter_results(jobs(), PairTask(size, quality), options or RunOptions()):

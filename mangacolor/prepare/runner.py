@@ -477,6 +477,7 @@ def image_jobs(
     same_stem = SameStemFinder() if output_format != "same" else None
 
     out_real = _real(output_root)
+    input_in_output = out_real in _real(input_root).parents  # ``split data/A data``: every input is in there
 
     def key_of(path: Path) -> str:
         return path.relative_to(input_root).as_posix() if input_root.is_dir() else path.name
@@ -485,7 +486,7 @@ def image_jobs(
         while unlisted:
             folder, reason = unlisted.pop(0)
             yield Job(str(folder), (), key_of(folder), error=reason)
-        if out_real in _real(source).parents:  # a linked folder of the input leads into the output
+        if not input_in_output and out_real in _real(source).parents:  # a linked folder leads into the output
             yield Job(str(source), (), key_of(source), skip="in the output folder (through a link); left out")
             continue
         out = output_path(source, input_root, output_root, output_format)

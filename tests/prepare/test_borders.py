@@ -111,3 +111,15 @@ def test_non_ascii_digit_names_are_not_post_ids(tmp_path):
     meta.write_text('{"id": 2, "image_width": 800, "image_height": 400}\n')
     report = crop_folder(tmp_path / "in", tmp_path / "out", options=RunOptions(workers=1), metadata=[meta])
     assert report.counts["done"] == 1
+
+
+def test_min_size_skips_share_one_reason(tmp_path):
+    from mangacolor.imageio import write_image
+    from mangacolor.prepare.borders import crop_folder
+    from mangacolor.prepare.runner import RunOptions
+
+    for h, w in ((20, 30), (21, 31), (40, 12), (70, 70)):
+        write_image(tmp_path / "in" / f"{h}x{w}.png", content(h, w, seed=h))
+    report = crop_folder(tmp_path / "in", tmp_path / "out", CropConfig(min_size=64), RunOptions(workers=1))
+    assert report.counts["done"] == 1
+    assert dict(report.skip_reasons) == {"below --min-size 64 after cropping": 3}  # not one reason per size

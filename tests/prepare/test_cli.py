@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,87 @@ def test_filter(tmp_path):
     assert summary["filter"]["selected"] == 1 and summary["filter"]["malformed"] == 1
     assert "posts.json:2" in result.stderr
     assert (tmp_path / "out" / "0007" / "7.jpg").exists() and not (tmp_path / "out" / "0008").exists()
+
+
+def _pages(tmp_path: Path) -> tuple[Path, Path]:
+    bw, color = tmp_path / "bw", tmp_path / "color"
+    write_image(bw / "a.png", drawing(seed=1)[..., 0])
+    write_image(color / "a.png", drawing(seed=1))
+    return bw, color
+
+
+def test_bad_option_values_are_usage_errors_naming_the_option(tmp_path):
+    bw, color = _pages(tmp_path)
+    out = tmp_path / "out"
+
+    def refused(*args: str) -> str:
+        result = runner.invoke(app, ["prepare", *args])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and not out.exists()  # refused before anything runs
+        return " ".join(re.sub("[│╭╮╰╯─]", " ", result.stderr).split())  # the text of Rich's error panel
+
+    for value in ("99999999999", "40000", "40000x512", "0", "big"):
+        message = refused("pair", str(bw), str(color), str(out), "--resize", value)
+        assert "'--resize': must be WxH or a long side N, each side 1 to 16384" in message
+    message = refused("crop", str(color), str(out), "--color", "red")
+    assert "'--color': must be one of both, black, white" in message and "('both'" not in message
+    for value in ("foo", "gray"):
+        message = refused("lines", str(color), str(out), "--method", value)
+        assert "'--method': must be one of blur, sketch, xdog" in message
+    assert "--gray" in refused("lines", str(color), str(out), "--method", "gray")
+
+
+def test_names_that_are_not_utf8_are_listed_and_printed(tmp_path):
+    import os
+
+    bw, color = _pages(tmp_path)
+    odd = os.fsdecode(b"caf\xe9")
+    write_image(bw / f"{odd}.png", drawing(seed=2)[..., 0])  # no partner: listed in unmatched.txt
+    write_image(bw / f"{odd}2.png", drawing(seed=2)[..., 0])
+    write_image(color / f"{odd}2.png", drawing(seed=2))  # a pair: its outputs are printed on stdout
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["prepare", "pair", str(bw), str(color), str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert os.fsencode(out / "A" / f"{odd}2.png") in result.stdout_bytes.splitlines()
+    assert b"caf\xe9.png" in (out / "unmatched.txt").read_bytes()
+    joined = runner.invoke(app, ["prepare", "hconcat", str(bw), str(color), str(tmp_path / "ab"), "--json"])
+    assert joined.exit_code == 0, joined.output
+    assert json.loads(joined.stdout)["unmatched_A"] == 1
+
+
+def test_a_report_file_that_cannot_be_written_is_one_line(tmp_path):
+    bw, color = _pages(tmp_path)
+    write_image(bw / "lonely.png", drawing(seed=2)[..., 0])
+    out = tmp_path / "out"
+    (out / "unmatched.txt").mkdir(parents=True)
+    for command in ("pair", "hconcat"):
+        result = runner.invoke(app, ["prepare", command, str(bw), str(color), str(out)])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert f"error: {out / 'unmatched.txt'}: cannot write: Is a directory" in result.stderr
+
+
+def test_filter_goes_on_past_unreadable_metadata(tmp_path, monkeypatch):
+    from mangacolor.prepare import danbooru
+    from tests.conftest import deny_listing
+
+    root = tmp_path / "dump"
+    for name, post_id in (("a.json", 7), ("locked/b.json", 8), ("unreadable.json", 9)):
+        (root / "metadata" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "metadata" / name).write_text(json.dumps({"id": post_id, "tag_string": "cat"}) + "\n")
+        (root / "512px" / f"{post_id:04d}").mkdir(parents=True)
+        (root / "512px" / f"{post_id:04d}" / f"{post_id}.jpg").write_bytes(b"x")
+    deny_listing(monkeypatch, "locked")
+
+    def fake_open(path, *args, **kwargs):
+        if Path(path).name == "unreadable.json":
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(danbooru, "open", fake_open, raising=False)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["prepare", "filter", str(root), str(out), "--json", "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    failed = {Path(f["path"]).name: f["reason"] for f in json.loads(result.stdout)["failures"]}
+    assert set(failed) == {"locked", "unreadable.json"}
+    assert [json.loads(line)["id"] for line in (out / "manifest.jsonl").read_text().splitlines()] == [7]
+    assert (out / "filter.json").is_file()

@@ -384,3 +384,112 @@ def test_unknown_ending_matches_an_image_file_only(tmp_path):
     (tmp_path / "13.png").mkdir()  # a folder named like an image is not a match either
     assert resolve_image(tmp_path / "12.*") == tmp_path / "12.webp"
     assert resolve_image(tmp_path / "13.*") is None
+
+
+def _refuse_to_open(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make opening metadata files called ``name`` fail as an unreadable file does (tests run as root)."""
+    from mangacolor.prepare import danbooru
+
+    def fake_open(path, *args, **kwargs):
+        if Path(path).name == name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(danbooru, "open", fake_open, raising=False)
+
+
+def test_a_metadata_file_that_cannot_be_opened_fails_alone(dump, tmp_path, monkeypatch):
+    _refuse_to_open(monkeypatch, "2020000000000000.json")
+    out = tmp_path / "out"
+    report = filter_posts([dump / "metadata"], dump, out, TagFilter(tags=frozenset({"cat"})), RunOptions(workers=1))
+    assert report.batch.failed == 1
+    failure = report.batch.failures[0]
+    assert failure.path.endswith("2020000000000000.json") and "cannot open metadata file: Permission denied" in (
+        failure.reason
+    )
+    assert [r["id"] for r in _manifest(out)] == [2001, 2002, 2004, 2006]  # the other file's posts
+    summary = json.loads((out / "filter.json").read_text())
+    assert summary["files"]["failed"] == 1 and summary["selected"] == 4
+
+
+def test_an_unlistable_metadata_folder_fails_and_the_rest_is_read(dump, tmp_path, monkeypatch):
+    from tests.conftest import deny_listing
+
+    locked = dump / "metadata" / "locked"
+    locked.mkdir()
+    (locked / "more.jsonl").write_text(NEW_LINES[0] + "\n")
+    deny_listing(monkeypatch, "locked")
+    out = tmp_path / "out"
+    report = filter_posts([dump / "metadata"], dump, out, TagFilter(tags=frozenset({"cat"})), RunOptions(workers=1))
+    assert report.batch.failed == 1
+    failure = report.batch.failures[0]
+    assert failure.path == str(locked) and "cannot list metadata folder: Permission denied" in failure.reason
+    assert len(_manifest(out)) == 7 and (out / "filter.json").is_file()
+    records = list(read_metadata([dump / "metadata"]))
+    assert [(r.file, r.line) for r in records if r.whole_file] == [(locked, 0)]
+
+
+def test_crop_reports_metadata_it_cannot_read_and_crops_the_rest(dump, tmp_path, monkeypatch):
+    import numpy as np
+
+    from mangacolor.imageio import write_image
+    from mangacolor.prepare.borders import CropConfig, crop_folder
+    from tests.conftest import deny_listing
+
+    boxed = np.zeros((32, 32, 3), np.uint8)
+    boxed[8:24] = 200
+    write_image(tmp_path / "in" / "2001.png", boxed)
+    (dump / "metadata" / "locked").mkdir()
+    deny_listing(monkeypatch, "locked")
+    _refuse_to_open(monkeypatch, "2020000000000000.json")
+    report = crop_folder(
+        tmp_path / "in", tmp_path / "out", CropConfig(), RunOptions(workers=1), metadata=[dump / "metadata"]
+    )
+    assert report.counts["done"] == 1 and report.failed == 2
+    reasons = {Path(f.path).name: f.reason for f in report.failures}
+    assert "cannot list metadata folder" in reasons["locked"]
+    assert "cannot open metadata file" in reasons["2020000000000000.json"]
+
+
+def test_manifest_and_summary_write_errors_are_one_error(dump, tmp_path, monkeypatch):
+    import errno
+
+    from mangacolor.errors import FileError
+
+    cat = TagFilter(tags=frozenset({"cat"}))
+    for name in ("manifest.jsonl", "filter.json"):  # a folder in the way
+        out = tmp_path / name.split(".")[0]
+        (out / name).mkdir(parents=True)
+        with pytest.raises(FileError, match=rf"{name}: cannot write: Is a directory$"):
+            filter_posts([dump / "metadata"], dump, out, cat, RunOptions(workers=1), link=True)
+        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+
+    class FullDisk:
+        """A text file on a full disk: writes are buffered, the flush fails."""
+
+        def __init__(self, fh):
+            self._fh = fh
+
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self._fh, name)
+
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        fh = real_fdopen(fd, mode, *args, **kwargs)
+        return FullDisk(fh) if mode == "w" else fh
+
+    out = tmp_path / "full"
+    out.mkdir()
+    (out / "manifest.jsonl").write_text('{"id": 1}\n')
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    with pytest.raises(FileError, match=r"manifest\.jsonl: cannot write: No space left on device$"):
+        filter_posts([dump / "metadata"], dump, out, cat, RunOptions(workers=1), link=True)
+    assert (out / "manifest.jsonl").read_text() == '{"id": 1}\n'  # the earlier manifest is kept whole
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -116,3 +116,88 @@ def test_outputs_never_overwrite_the_inputs(tmp_path):
         report = crop_folder(page, tmp_path, CropConfig(size=8), RunOptions(workers=1, overwrite=overwrite))
         assert report.failed == 1 and "would overwrite the input" in report.failures[0].reason
     assert page.read_bytes() == before
+
+
+def _one_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """bw/1.png + color/1.png (a pair), color/locked/2.png (below a sub-folder), bw/lonely.png (no partner)."""
+    bw, color = tmp_path / "bw", tmp_path / "color"
+    write_image(bw / "1.png", luma(drawing(24, 24)))
+    write_image(bw / "lonely.png", luma(drawing(24, 24)))
+    write_image(color / "1.png", drawing(24, 24))
+    write_image(color / "locked" / "2.png", drawing(24, 24))
+    return bw, color
+
+
+def test_an_unlistable_sub_folder_fails_and_the_other_pairs_are_done(tmp_path, monkeypatch):
+    from tests.conftest import deny_listing
+
+    bw, color = _one_pair(tmp_path)
+    deny_listing(monkeypatch, "locked")
+    for name, stage in (("pair", pair_folders), ("hconcat", hconcat_folders)):
+        result = stage(bw, color, tmp_path / name, RunOptions(workers=1))
+        assert result.batch.counts["done"] == 1 and result.batch.failed == 1, name
+        failure = result.batch.failures[0]
+        assert failure.path == str(color / "locked") and "cannot list folder" in failure.reason
+    assert (tmp_path / "pair" / "B" / "1.png").is_file() and (tmp_path / "hconcat" / "1.png").is_file()
+
+
+def test_unmatched_names_are_written_as_the_file_system_stores_them(tmp_path):
+    import os
+
+    bw, color = _one_pair(tmp_path)
+    odd = os.fsdecode(b"caf\xe9.png")  # Latin-1, not UTF-8: a surrogate in the str
+    write_image(bw / odd, luma(drawing(24, 24)))
+    for name, stage in (("pair", pair_folders), ("hconcat", hconcat_folders)):
+        result = stage(bw, color, tmp_path / name, RunOptions(workers=1))
+        assert result.batch.counts["done"] == 1, name
+        listing = (tmp_path / name / "unmatched.txt").read_bytes().splitlines()
+        assert os.fsencode(bw) + b"/caf\xe9.png" in [line.split(b"\t")[1] for line in listing]
+
+
+def test_a_stale_unmatched_listing_is_removed(tmp_path):
+    bw, color = _one_pair(tmp_path)
+    out = tmp_path / "out"
+    pair_folders(bw, color, out, RunOptions(workers=1))
+    assert b"lonely" in (out / "unmatched.txt").read_bytes()
+    (bw / "lonely.png").unlink()
+    (color / "locked" / "2.png").unlink()
+    pair_folders(bw, color, out, RunOptions(workers=1))
+    assert not (out / "unmatched.txt").exists()  # every page has its partner now: no listing
+
+
+def test_the_unmatched_listing_that_cannot_be_written_is_one_error(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from mangacolor.errors import FileError
+    from mangacolor.prepare import pair
+
+    bw, color = _one_pair(tmp_path)
+    (tmp_path / "dir" / "unmatched.txt").mkdir(parents=True)  # a folder in the way
+    with pytest.raises(FileError, match=r"unmatched\.txt: cannot write: Is a directory$"):
+        pair_folders(bw, color, tmp_path / "dir", RunOptions(workers=1))
+    with pytest.raises(FileError, match=r"unmatched\.txt: cannot write: Is a directory$"):
+        hconcat_folders(bw, color, tmp_path / "dir", RunOptions(workers=1))
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "unmatched.txt").write_text("bw\tearlier\n")
+    monkeypatch.setattr(pair, "atomic_write_bytes", full_disk)
+    with pytest.raises(FileError, match=r"unmatched\.txt: cannot write: No space left on device$"):
+        pair_folders(bw, color, tmp_path / "full", RunOptions(workers=1))
+    assert (tmp_path / "full" / "unmatched.txt").read_text() == "bw\tearlier\n"  # the earlier listing is kept
+
+
+def test_resize_has_a_largest_side():
+    import pytest
+
+    from mangacolor.errors import MangacolorError
+    from mangacolor.prepare.pair import MAX_SIDE
+
+    assert parse_size(str(MAX_SIDE)) == MAX_SIDE and parse_size(f"{MAX_SIDE}x1") == (MAX_SIDE, 1)
+    for bad in ("99999999999", str(MAX_SIDE + 1), f"40000x{MAX_SIDE}", "0", "1x2x3", "x", "-5"):
+        with pytest.raises(MangacolorError, match="--resize must be"):
+            parse_size(bad)
