@@ -491,6 +491,15 @@ def _walk(in_root: Path, out_root: Path, on_error: Callable[[Path, str], None]) 
         yield path
 
 
+def count_pages(in_root: str | Path, out_root: str | Path) -> int:
+    """How many pages :func:`run_folder` will see (for a progress bar's total); a listing, no decoding."""
+    in_root, out_root = Path(in_root), Path(out_root)
+    try:
+        return sum(1 for _ in _walk(in_root, out_root, lambda *_: None))
+    except (ImageReadError, OSError):
+        return 0
+
+
 def _write(dst: Path, data: bytes) -> None:
     """Atomically write an output file.
 

@@ -315,12 +315,15 @@ def training_progress(name: str, shown: Callable[[str], bool]) -> Iterator[Calla
 
 
 @contextmanager
-def batch_progress(name: str) -> Iterator[Callable[[], None]]:
-    """A counting bar for a batch command (files done so far), from its first file; yields its ``advance``."""
+def batch_progress(name: str, total: int | None = None) -> Iterator[Callable[[], None]]:
+    """A counting bar for a batch command (files done so far), from its first file; yields its ``advance``.
+
+    With ``total`` (the files the command will see) the bar shows how far along it is and an ETA.
+    """
     with _bar_from_first_use(name) as bar:
 
         def advance() -> None:
-            progress, task = bar()
+            progress, task = bar(total)
             progress.advance(task)
 
         yield advance

@@ -91,6 +91,7 @@ def colorize(
     from mangacolor.inference import (
         FolderOptions,
         PageRouter,
+        count_pages,
         default_line_model_path,
         default_model_path,
         load_colorizer,
@@ -126,7 +127,7 @@ def colorize(
             f"{' fp16' if t.half else ''}, working size {t.size}, merge {t.merge}",
             highlight=False,
         )
-    with batch_progress("colorize") as advance:
+    with batch_progress("colorize", count_pages(input, output) or None) as advance:
 
         def on_result(result) -> None:
             advance()

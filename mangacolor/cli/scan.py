@@ -64,7 +64,7 @@ def scan(
     The outputs pair by name with their colour originals: `train-color COLOR RUN --input-dir OUT`.
     """
     from mangacolor.checkpoint import read_info
-    from mangacolor.inference import FolderOptions, Translator, run_folder
+    from mangacolor.inference import FolderOptions, Translator, count_pages, run_folder
 
     task = read_info(model).task  # before loading: a colorizer's own errors (--reference, --size) do not apply
     if task != "scan":
@@ -86,7 +86,7 @@ def scan(
         f"{' fp16' if translator.half else ''}, {where}",
         highlight=False,
     )
-    with batch_progress("scan") as advance:
+    with batch_progress("scan", count_pages(input, output) or None) as advance:
 
         def on_result(result) -> None:
             advance()

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -243,3 +244,20 @@ def test_the_progress_bar_appears_with_the_first_step(monkeypatch):
         advance()
         advance()
     assert "colorize" in out.getvalue() and "2/?" in out.getvalue()
+    out.seek(0)
+    out.truncate()
+    with _common.batch_progress("colorize", total=5) as advance:  # a known total: the bar shows how far
+        advance()
+    assert "1/5" in out.getvalue()
+
+
+def test_count_pages_leaves_out_the_output_inside_the_input(tmp_path):
+    from mangacolor.imageio import write_image
+    from mangacolor.inference import count_pages
+
+    for rel in ("a.png", "ch/b.png", "out/old.png"):
+        write_image(tmp_path / "in" / rel, np.zeros((4, 4), np.uint8))
+    assert count_pages(tmp_path / "in", tmp_path / "in" / "out") == 2
+    assert count_pages(tmp_path / "in", tmp_path / "elsewhere") == 3
+    assert count_pages(tmp_path / "in" / "a.png", tmp_path / "x.png") == 1
+    assert count_pages(tmp_path / "missing", tmp_path / "o") == 0
