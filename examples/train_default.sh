@@ -7,7 +7,10 @@
 # `colorize --model RUNS/default.safetensors --line-model RUNS/default_lines.safetensors` then sends each
 # page to the model made for its kind, as it does with the pair shipped in assets/.
 #
-# Usage:  examples/train_default.sh DATA RUNS
+# Usage:  examples/train_default.sh DATA RUNS [TRAIN-COLOR OPTIONS...]
+#
+# Options after RUNS go to both new runs as they are, quoting kept:
+#   examples/train_default.sh art/ runs/ --model-config '{"norm": "layer"}' --vgg-weights "my weights/vgg.pth"
 #
 # Running the script again on the same RUNS resumes both runs (a larger STEPS trains them longer; every
 # other setting is that of the first call). With TIME_LIMIT, each call stops both runs after that many
@@ -25,17 +28,18 @@
 #   LINES  line method for the line model (sketch)   DEVICE  auto, cpu or cuda
 #   INIT   a colorizer checkpoint both new runs start from (train-color --init; WIDTH and DEPTH are then
 #          its own), e.g. INIT=assets/default.safetensors to fine-tune the shipped default on your pages
-#   EXTRA  more train-color options for both new runs, e.g. "--perceptual 10 --vgg-weights vgg.safetensors"
+#   EXTRA  more train-color options for both new runs, split at spaces (options after RUNS keep quoting)
 #   MANGACOLOR  the command (default: mangacolor)
 # Each run's messages go to RUNS/luma.log and RUNS/lines.log.
 set -uo pipefail
 
-if [[ $# -ne 2 ]]; then
-    sed -n '2,30p' "$0" >&2
+if [[ $# -lt 2 ]]; then
+    sed -n '2,33p' "$0" >&2
     exit 2
 fi
 DATA=$1
 RUNS=$2
+shift 2
 STEPS=${STEPS:-30000}
 TIME_LIMIT=${TIME_LIMIT:-0}
 WIDTH=${WIDTH:-32}
@@ -49,6 +53,7 @@ TEST=${TEST:-0}
 LINES=${LINES:-sketch}
 DEVICE=${DEVICE:-auto}
 read -r -a MORE <<< "${EXTRA:-}"
+MORE+=("$@")
 if [[ -n ${INIT:-} ]]; then
     NET=(--init "$INIT")
 else

@@ -30,10 +30,10 @@ TOY = {
 }
 
 
-def _run(data: Path, runs: Path, **settings: str) -> subprocess.CompletedProcess:
+def _run(data: Path, runs: Path, *options: str, **settings: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MANGACOLOR": f"{sys.executable} -m mangacolor", "DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
     env.update(TOY, **settings)
-    cmd = ["bash", str(SCRIPT), str(data), str(runs)]
+    cmd = ["bash", str(SCRIPT), str(data), str(runs), *options]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -50,7 +50,8 @@ def _steps(run: Path) -> list[int]:
 
 def test_slices_then_the_pair(colour, tmp_path):
     runs = tmp_path / "runs"
-    first = _run(colour, runs, TIME_LIMIT="0.0001")  # stops after the first step of each run
+    options = ("--model-config", '{"norm": "instance"}')  # options after RUNS keep their quoting
+    first = _run(colour, runs, *options, TIME_LIMIT="0.0001")  # stops after the first step of each run
     assert first.returncode == 75, first.stderr[-2000:]
     assert "luma: stopped and saved" in first.stderr and "lines: stopped and saved" in first.stderr
     assert not (runs / "default.safetensors").exists()
@@ -64,6 +65,7 @@ def test_slices_then_the_pair(colour, tmp_path):
         config = json.loads((runs / name / "config.json").read_text())
         assert config["input_kind"] == kind and config["model"]["base_width"] == 4
         assert config["discriminator"]["base_width"] == 8  # EXTRA reaches both new runs
+        assert config["model"]["norm"] == "instance"  # and so do the options after RUNS
         assert "resumed at step 1" in (runs / f"{name}.log").read_text()  # the second call went on
     with safe_open(str(runs / "default.safetensors"), "pt") as f:
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}

@@ -33,9 +33,11 @@ from mangacolor.losses import GANLoss
 from mangacolor.models import build_config, create_model, get_spec
 from mangacolor.prepare.lines import METHODS as LINE_METHODS
 from mangacolor.training.loop import (
+    RESUME_FILE,
     DistContext,
     EarlyStop,
     LoopConfig,
+    check_load_size,
     check_run_folder_free,
     check_stage_sizes,
     check_training_options,
@@ -224,6 +226,16 @@ class ColorizerTask:
             methods = ", ".join(LINE_METHODS)
             raise MangacolorError(f"--lines-method must be one of {methods}. Got {config.lines_method!r}")
         check_training_options(config)
+        try:
+            model_config = build_config(config.arch, config.model)
+        except (TypeError, ValueError) as exc:
+            raise MangacolorError(f"--model-config: {exc}") from None
+        channels = (getattr(model_config, "in_channels", 1), getattr(model_config, "out_channels", 3))
+        if channels != (1, 3):
+            raise MangacolorError(
+                f"--model-config: a colorizer reads 1 channel (greyscale or lines) and writes 3 (RGB); "
+                f"in_channels {channels[0]}, out_channels {channels[1]} cannot train on this data"
+            )
         source = make_source(config.data, config.input_dir, config.aligned)
         check_input_kind(source, config.input_kind)  # before the run folder is written
         files = [source.key(i) for i in range(len(source))]
@@ -359,7 +371,9 @@ class ColorizerTask:
             return
         from mangacolor.models import resnet_unet
 
-        if cfg.encoder_weights:
+        if self.resume:  # the encoder's weights come back with the resume state, not from the file
+            pass
+        elif cfg.encoder_weights:
             resnet_unet.load_encoder_weights(self.generator, cfg.encoder_weights)
             log.info("encoder initialised from %s", cfg.encoder_weights)
         elif not cfg.init_weights and self._is_main():
@@ -369,7 +383,7 @@ class ColorizerTask:
 
     def _setup_style(self) -> None:
         """Reference models: copy pretrained VGG16 weights into the style encoder (stored in the checkpoint)."""
-        if not hasattr(self.generator, "load_style_features"):
+        if not hasattr(self.generator, "load_style_features") or self.resume:  # resume: in the resume state
             return
         from mangacolor.errors import WeightsNotFoundError
         from mangacolor.losses import load_vgg16_features
@@ -623,9 +637,10 @@ def train_colorizer(
         TrainingStopped: ``stop`` ended the run early.
         MangacolorError: no images, unknown architecture, bad sizes, missing weights.
     """
-    check_run_folder_free(config.run_dir, resume)
+    check_run_folder_free(config.run_dir, resume, (config.data, config.input_dir))
     stages = parse_stages(config.stages, config.crop_size)
-    task = ColorizerTask(config, resume=resume)
+    check_load_size(config.load_size, stages)
+    task = ColorizerTask(config, resume=resume and (Path(config.run_dir) / RESUME_FILE).exists())
     ctx = setup_distributed(config.device)
     try:
         loop = LoopConfig(

@@ -31,7 +31,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -565,17 +565,56 @@ def check_training_options(cfg: Any) -> None:
             raise MangacolorError(message)
 
 
-def check_run_folder_free(run_dir: str | Path, resume: bool) -> None:
-    """Refuse early (before the data is read) a run folder that holds a run when ``resume`` is off.
+def check_load_size(load_size: int | None, stages: Sequence[int]) -> None:
+    """Refuse a ``--load-size`` smaller than a crop: most of every crop would be padding.
+
+    Raises:
+        MangacolorError: a stage's crop is larger than the load size.
+    """
+    if load_size is not None and 1 <= load_size < max(stages):  # below 1: check_training_options says why
+        raise MangacolorError(
+            f"--load-size {load_size} is smaller than the {max(stages)} px crop; images are shrunk to the load size "
+            "before they are cropped, so give --load-size >= the crop size (or leave it out)"
+        )
+
+
+def _own_process_group(worker_id: int) -> None:
+    """DataLoader worker: leave the command's process group.
+
+    SIGTERM sent to the whole group (``timeout``, ``kill -TERM -PGID``, a job queue's pre-emption)
+    then reaches the main process only, which saves the run and stops the workers itself; PyTorch's
+    own SIGTERM handler in a worker would instead fail the run before it is saved. A worker still
+    ends with the main process (PyTorch's watchdog).
+    """
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+
+
+def check_run_folder_free(run_dir: str | Path, resume: bool, data: Sequence[str | Path | None] = ()) -> None:
+    """Refuse early (before the data is read) a run folder that holds a run when ``resume`` is off,
+    or that is, or lies inside, one of the ``data`` folders (its sample grids would become training
+    images, and a resume would read other data than the run began with).
 
     :func:`run_training` checks again under the folder's lock; this only saves the wait.
 
     Raises:
-        MangacolorError: the folder holds a run, or is a file.
+        MangacolorError: the folder holds a run, is a file, or lies in the data.
     """
     run_path = Path(run_dir)
     if run_path.exists() and not run_path.is_dir():
         raise MangacolorError(f"{run_path}: cannot use as a run folder (a file is in the way)")
+    run_real = Path(os.path.realpath(run_path))
+    for folder in data:
+        if folder is None or not Path(folder).is_dir():
+            continue
+        real = Path(os.path.realpath(folder))
+        if run_real == real or real in run_real.parents:
+            raise MangacolorError(
+                f"{run_path}: the run folder lies in the training data {folder} (its samples would be read as "
+                "training images); give a run folder outside it"
+            )
     if not resume and (run_path / RESUME_FILE).exists():
         raise MangacolorError(
             f"{run_path}: already holds a training run; continue it with --resume {run_path}, or give a new run folder"
@@ -700,6 +739,7 @@ def run_training(
     best = math.inf
     window: dict[str, torch.Tensor] = {}
     n_window = 0
+    window_s = 0.0  # seconds the partial logging window had run when the resume state was saved
     if resume:
         state = load_resume(run_path / RESUME_FILE)
         task.load_state_dict(state["task"])
@@ -714,7 +754,9 @@ def run_training(
         set_rng_state(state["rng"])
         window = {k: v.to(ctx.device) for k, v in state.get("window", {}).items()}
         n_window = state.get("n_window", 0)
+        window_s = float(state.get("window_s", 0.0))
         if ctx.is_main:
+            run.continue_clock(float(state.get("elapsed", 0.0)))
             run.truncate_metrics(global_step)  # lines logged after the saved step are logged again
             run.write_config(config)  # with what a resume may change (steps, device, workers)
             log.info("resumed at step %d (stage %d)", global_step, stage_idx)
@@ -735,11 +777,13 @@ def run_training(
             "rng": rng_state(),
             "window": {k: v.detach().cpu() for k, v in window.items()},  # partial logging window
             "n_window": n_window,
+            "window_s": time.perf_counter() - t_window,  # so images_per_s spans the resume
+            "elapsed": run.elapsed() if run is not None else 0.0,  # metrics.jsonl's time goes on
         }
         save_resume(run_path / RESUME_FILE, state)
 
     with stop:
-        t_window = time.perf_counter()
+        t_window = time.perf_counter() - window_s
         while stage_idx < len(loop.stages):
             size = loop.stages[stage_idx]
             dataset = task.make_dataset(size)
@@ -757,6 +801,7 @@ def run_training(
                 pin_memory=ctx.device.type == "cuda",
                 drop_last=True,
                 generator=torch.Generator().manual_seed(loop.seed),  # leave the global RNG alone
+                worker_init_fn=_own_process_group,
             )
             batches = iter(loader)
             while global_step < stage_end:

@@ -39,6 +39,14 @@ class RunDir:
         except OSError as exc:
             raise MangacolorError(f"{self.path / 'config.json'}: cannot write ({exc.strerror or exc})") from None
 
+    def elapsed(self) -> float:
+        """Seconds of training so far: since the run began, across resumes (``metrics.jsonl``'s ``time``)."""
+        return time.time() - self._t0
+
+    def continue_clock(self, elapsed: float) -> None:
+        """A resumed run's clock goes on from the ``elapsed`` seconds it had when it was saved."""
+        self._t0 = time.time() - elapsed
+
     def log_metrics(self, step: int, values: dict[str, float]) -> None:
         """Append one JSON line to ``metrics.jsonl``."""
         record = {"step": step, "time": round(time.time() - self._t0, 3), **values}

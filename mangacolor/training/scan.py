@@ -52,6 +52,7 @@ from mangacolor.training.loop import (
     DistContext,
     EarlyStop,
     LoopConfig,
+    check_load_size,
     check_run_folder_free,
     check_stage_sizes,
     check_training_options,
@@ -537,8 +538,9 @@ def train_scan_generator(
         TrainingStopped: ``stop`` ended the run early.
         MangacolorError: missing folders or images, unknown architecture, bad sizes or weights.
     """
-    check_run_folder_free(config.run_dir, resume)
+    check_run_folder_free(config.run_dir, resume, (config.scans, config.colors))
     stages = parse_stages(config.stages, config.crop_size)
+    check_load_size(config.load_size, stages)
     task = ScanTask(config)
     task.check_networks()  # a bad size or config is refused before both folders are decoded
     ctx = setup_distributed(config.device)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +265,22 @@ def test_count_pages_leaves_out_the_output_inside_the_input(tmp_path):
     assert count_pages(tmp_path / "in", tmp_path / "elsewhere") == 3
     assert count_pages(tmp_path / "in" / "a.png", tmp_path / "x.png") == 1
     assert count_pages(tmp_path / "missing", tmp_path / "o") == 0
+
+
+def test_sigterm_to_the_whole_process_group_saves_a_run_with_loader_workers(color_folder, tmp_path):
+    """``timeout``, ``kill -TERM -PGID`` and job queues signal the group: the data workers as well."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mangacolor", "train-color", str(color_folder), str(run), "--steps", "5000"]
+    cmd += [*TOY, "--sample-every", "0", "--log-every", "2", "--device", "cpu", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if metrics.is_file() and metrics.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert "Traceback" not in err and (run / "resume.pt").is_file() and (run / "latest.safetensors").is_file()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -201,3 +203,52 @@ def test_mix_inputs_with_batch_norm_warn(color_folder, tmp_path, caplog, input_k
     assert ("running statistics blend greyscale and line-art" in caplog.text) is warned
     if warned:
         assert '--model-config \'{"norm": "layer"}\'' in caplog.text
+
+
+def test_a_resume_does_not_read_the_encoder_weights_again(color_folder, tmp_path):
+    from mangacolor.models import create_model
+
+    torch.manual_seed(11)
+    donor = create_model("resnet-unet", get_spec("resnet-unet").toy)
+    weights = tmp_path / "resnet50.pth"
+    torch.save({f"0.{k}": v for k, v in donor.encoder.state_dict().items()}, weights)  # the Danbooru layout
+    run = tmp_path / "run"
+    cfg = _config(color_folder, run, "resnet-unet", encoder_weights=str(weights), freeze_encoder=True, save_every=1)
+    train_colorizer(replace(cfg, steps=1))
+    weights.unlink()  # moved or deleted since: the resume state holds the encoder
+    trained = load_file(str(train_colorizer(replace(cfg, steps=2), resume=True)))
+    assert all(torch.equal(trained[f"encoder.{k}"], v) for k, v in donor.encoder.state_dict().items())
+
+
+def test_the_clock_and_the_rate_go_on_across_a_resume(color_folder, tmp_path):
+    run = tmp_path / "run"
+    cfg = _config(color_folder, run, "unet", steps=3, save_every=2, log_every=1)
+    train_colorizer(replace(cfg, steps=2))
+    before = _metrics(run)
+    time.sleep(0.3)  # time between the runs does not count
+    train_colorizer(replace(cfg, steps=4), resume=True)
+    times = [m["time"] for m in _metrics(run)]
+    assert times == sorted(times) and times[:2] == [m["time"] for m in before]
+    assert times[2] - times[1] < 5.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": {**get_spec("unet").toy, "in_channels": 3}}, "a colorizer reads 1 channel"),
+        ({"model": {**get_spec("unet").toy, "out_channels": 1}}, "a colorizer reads 1 channel"),
+        ({"load_size": 16}, "--load-size 16 is smaller than the 32 px crop"),
+    ],
+)
+def test_model_and_size_settings_no_data_fits_are_refused_up_front(color_folder, tmp_path, change, message):
+    run = tmp_path / "run"
+    with pytest.raises(MangacolorError, match=message):
+        train_colorizer(replace(_config(color_folder, run, "unet"), **change))
+    assert not run.exists()
+
+
+def test_a_run_folder_in_the_training_data_is_refused(color_folder, tmp_path):
+    for run in (color_folder, color_folder / "run"):
+        with pytest.raises(MangacolorError, match="the run folder lies in the training data"):
+            train_colorizer(_config(color_folder, run, "unet"))
+    assert not (color_folder / "run").exists()
