@@ -214,7 +214,14 @@ def check_input_kind(source: PairSource, input_kind: str) -> None:
 
 
 def make_source(data: str | Path, input_dir: str | Path | None = None, aligned: bool = False) -> PairSource:
-    """Pick the source for ``train-color``'s DATA (+ ``--input-dir`` / ``--aligned``)."""
+    """Pick the source for ``train-color``'s DATA (+ ``--input-dir`` / ``--aligned``).
+
+    Raises:
+        MangacolorError: DATA or ``--input-dir`` is a file, not a folder, or the options exclude each other.
+    """
+    for folder, name in ((data, "DATA"), (input_dir, "--input-dir")):
+        if folder is not None and Path(folder).is_file():
+            raise MangacolorError(f"{folder}: {name} must be a folder of images, not a file")
     if aligned and input_dir is not None:
         raise MangacolorError("--aligned and --input-dir exclude each other")
     if aligned:

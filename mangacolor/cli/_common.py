@@ -170,7 +170,7 @@ def on_command_line(ctx: typer.Context, name: str) -> bool:
 
 def _apply_resume_options(ctx: typer.Context, config: Any, run_dir: Path) -> None:
     given = [p for p in ctx.command.params if p.name not in ("resume", "time_limit") and on_command_line(ctx, p.name)]
-    fixed = [p for p in given if p.name not in RESUME_CHANGEABLE]
+    fixed = [p for p in given if p.name not in RESUME_CHANGEABLE and not _as_stored(ctx.params[p.name], config, p.name)]
     if fixed:
         names = ", ".join(p.opts[0] if p.opts and p.opts[0].startswith("-") else p.name.upper() for p in fixed)
         raise MangacolorError(
@@ -178,7 +178,17 @@ def _apply_resume_options(ctx: typer.Context, config: Any, run_dir: Path) -> Non
             "(a resume can change --steps, --device, --workers and --time-limit)"
         )
     for p in given:
-        setattr(config, RESUME_CHANGEABLE[p.name], ctx.params[p.name])
+        if p.name in RESUME_CHANGEABLE:
+            setattr(config, RESUME_CHANGEABLE[p.name], ctx.params[p.name])
+
+
+def _as_stored(value: Any, config: Any, name: str) -> bool:
+    """Whether an option given with ``--resume`` repeats the run's stored value (``--seed 0`` for a run
+    with seed 0): a script that resumes with its first command line is not refused for it."""
+    if not hasattr(config, name) or isinstance(value, Path):
+        return False
+    stored = getattr(config, name)
+    return type(value) in (int, float, str, bool) and type(stored) is type(value) and stored == value
 
 
 def json_option(text: str | None, option: str) -> dict[str, Any]:

@@ -281,6 +281,14 @@ class ColorizerTask:
         self._setup_style()
         if cfg.input_kind == "mix" and self._is_main():
             self._warn_batch_norm_mix()
+        total = cfg.steps * len(parse_stages(cfg.stages, cfg.crop_size))
+        if cfg.gan_weight > 0 and cfg.pretrain_steps >= total and self._is_main():
+            log.warning(
+                "--pretrain-steps %d covers all %d steps: the discriminator never trains in this run "
+                "(a resume with a larger --steps goes on with it)",
+                cfg.pretrain_steps,
+                total,
+            )
         device = ctx.device
         self.generator.to(device)
         self.discriminator.to(device)

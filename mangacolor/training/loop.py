@@ -352,6 +352,11 @@ def check_stage_sizes(stages: list[int], multiple: int, min_size: int, what: str
         MangacolorError: a size that is not a multiple of ``multiple`` or is below ``min_size``.
     """
     for size in stages:
+        if multiple > max(stages):
+            raise MangacolorError(
+                f"{what} needs training sizes that are multiples of {multiple} (2^{multiple.bit_length() - 1}: one "
+                f"halving per level), more than the {max(stages)} px asked for; lower --depth or raise --crop-size"
+            )
         if size % multiple:
             raise MangacolorError(f"training size {size} must be a multiple of {multiple} for {what}")
         if size < min_size:

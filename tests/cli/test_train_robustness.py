@@ -54,7 +54,8 @@ def test_resume_refuses_options_it_cannot_change_and_takes_the_ones_it_can(color
     assert other.exit_code == 2 and "DATA, RUN_DIR cannot change" in other.stderr
     shorter = _train("--resume", str(run), "--steps", "1")
     assert shorter.exit_code == 2 and "stands at step 2, beyond the 1 steps asked for" in shorter.stderr
-    longer = _train("--resume", str(run), "--steps", "3", "--device", "cpu")
+    # the run's own values repeated (a script resuming with its first command line) are not a change
+    longer = _train("--resume", str(run), "--steps", "3", "--device", "cpu", "--crop-size", "32", "--seed", "0")
     assert longer.exit_code == 0, longer.output
     assert json.loads((run / "config.json").read_text())["steps"] == 3
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1] == 3
@@ -102,6 +103,9 @@ def test_resume_of_the_other_commands_run_or_a_damaged_state(color_folder, tmp_p
         (["--l1-weight", "-1"], "--l1-weight must be >= 0"),
         (["--perceptual", "-0.5"], "--perceptual must be >= 0"),
         (["--model-config", '{"nope": 1}'], "nope"),  # refused by the architecture, once the folder is made
+        (["--load-size", "16"], "--load-size 16 is smaller than the 32 px crop"),
+        (["--depth", "40"], "multiples of 1099511627776 (2^40: one halving per level)"),
+        (["--model-config", '{"in_channels": 3}'], "a colorizer reads 1 channel"),
     ],
 )
 def test_bad_values_are_refused_before_the_run_folder_is_made(color_folder, tmp_path, option, message):
@@ -284,3 +288,20 @@ def test_sigterm_to_the_whole_process_group_saves_a_run_with_loader_workers(colo
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err
     assert "Traceback" not in err and (run / "resume.pt").is_file() and (run / "latest.safetensors").is_file()
+
+
+def test_data_and_input_dir_must_be_folders(color_folder, tmp_path):
+    page = str(color_folder / "img0.png")
+    for args, name in (
+        ([page, str(tmp_path / "run")], "DATA"),
+        ([str(color_folder), str(tmp_path / "run"), "--input-dir", page], "--input-dir"),
+    ):
+        result = _train(*args, "--steps", "1", *TOY, *QUIET)
+        assert result.exit_code == 2 and f"{name} must be a folder of images, not a file" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretraining_that_covers_the_whole_run_is_pointed_out(color_folder, tmp_path, caplog):
+    result = _train(str(color_folder), str(tmp_path / "run"), "--steps", "2", "--pretrain-steps", "5", *TOY, *QUIET)
+    assert result.exit_code == 0, result.output
+    assert "--pretrain-steps 5 covers all 2 steps: the discriminator never trains" in caplog.text
