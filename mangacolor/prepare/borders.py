@@ -11,7 +11,7 @@ image's own edge is never eaten.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -317,8 +317,19 @@ def crop_folder(
         on_result: called with each file's outcome.
     """
     from mangacolor.imageio import list_images
-    from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, run_jobs
+    from mangacolor.prepare.runner import (
+        ImageTask,
+        RunOptions,
+        check_output_root,
+        image_jobs,
+        record_settings,
+        run_jobs,
+    )
 
+    options = options or RunOptions()
+    check_output_root(Path(input_root), Path(output_root))
+    settings = {**asdict(config), "format": output_format, "metadata": bool(metadata)}
+    record_settings(output_root, "crop", settings, options.overwrite)
     sizes: dict[int, tuple[int, int]] = {}
     unread: list[FileResult] = []  # metadata files or folders that could not be read
     if metadata:
@@ -335,7 +346,7 @@ def crop_folder(
 
     jobs = image_jobs(input_root, output_root, output_format, payload=original_size if sizes else None)
     task = ImageTask(_CropTransform(config), read_mode=None, quality=quality, pass_payload=True)
-    report = run_jobs(jobs, task, options or RunOptions(), on_result)
+    report = run_jobs(jobs, task, options, on_result)
     for failure in unread:
         report.add(failure)
         if on_result is not None:

@@ -27,6 +27,7 @@ from mangacolor.prepare.runner import (
     check_output_format,
     check_output_root,
     iter_results,
+    record_settings,
 )
 from mangacolor.report import BatchReport, FileResult
 
@@ -227,6 +228,8 @@ def pair_folders(
     check_output_format(output_format)
     for root in (bw_root, color_root):
         check_output_root(root, output_root)
+    options = options or RunOptions()
+    record_settings(output_root, "pair", {"resize": size, "format": output_format}, options.overwrite)
     guard = InputGuard.of(output_root, (bw_root, color_root))
     matching = match_stems(bw_root, color_root)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import multiprocessing
 import os
 import select
@@ -41,7 +42,14 @@ import cv2
 import numpy as np
 
 from mangacolor.errors import FileError, ImageReadError, MangacolorError
-from mangacolor.imageio import SameStemFinder, folder_error_reason, list_images, read_image, write_image
+from mangacolor.imageio import (
+    SameStemFinder,
+    atomic_write_bytes,
+    folder_error_reason,
+    list_images,
+    read_image,
+    write_image,
+)
 from mangacolor.report import BatchReport, FileResult
 
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp")
@@ -427,6 +435,44 @@ def make_output_root(output_root: Path) -> None:
             raise PermissionError(13, "Permission denied")
     except OSError as exc:
         raise MangacolorError(f"{output_root}: cannot create the output folder ({folder_error_reason(exc)})") from None
+
+
+SETTINGS_FILE = ".mangacolor-prepare.json"
+"""Hidden record in an output folder of the stage and settings that made it."""
+
+
+def record_settings(output_root: str | Path, stage: str, settings: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to add outputs made with other settings to a folder (a re-run skips existing outputs, so
+    ``lines --method xdog`` into a ``sketch`` folder would silently keep the sketches), then record these.
+
+    ``--overwrite`` redoes every output, so it may change the settings. The record is written like an
+    output (temporary file, then rename); shards of one job write the same record.
+
+    Raises:
+        MangacolorError: the folder holds another stage's outputs, or this stage's with other settings.
+    """
+    path = Path(output_root) / SETTINGS_FILE
+    record = json.loads(json.dumps({"stage": stage, **settings}, default=str))  # as it reads back
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet (or unreadable: replaced)
+        stored = None
+    if isinstance(stored, dict) and stored != record and not overwrite:
+        if stored.get("stage") != stage:
+            made = f"`prepare {stored.get('stage')}`"
+        else:
+            changed = sorted(k for k in record.keys() | stored.keys() if record.get(k) != stored.get(k))
+            made = f"`prepare {stage}` with " + ", ".join(f"{k}={stored.get(k)!r}" for k in changed)
+            made += " (now " + ", ".join(f"{k}={record.get(k)!r}" for k in changed) + ")"
+        raise MangacolorError(
+            f"{output_root}: made by {made}; the outputs would mix two kinds, as existing ones are skipped. "
+            "Use --overwrite to redo them all, or another output folder"
+        )
+    if stored != record:
+        try:
+            atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+        except OSError as exc:
+            raise MangacolorError(f"{path}: cannot write ({folder_error_reason(exc)})") from None
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def test_format_in_any_case(tmp_path):
         out = tmp_path / given
         result = runner.invoke(app, ["prepare", "lines", str(src), str(out), "--format", given, "--workers", "1"])
         assert result.exit_code == 0, result.output
-        assert [p.suffix for p in out.iterdir()] == [suffix]
+        assert [p.suffix for p in out.iterdir() if not p.name.startswith(".")] == [suffix]
 
 
 def test_pair_hconcat_split(tmp_path):

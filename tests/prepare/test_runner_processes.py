@@ -112,3 +112,29 @@ def test_a_linked_folder_that_leads_into_the_output_is_left_out(tmp_path):
         assert report.failed == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png"]
     assert report.skip_reasons.get("in the output folder (through a link); left out") == 1
+
+
+def test_outputs_made_with_other_settings_are_not_mixed_in(tmp_path):
+    from mangacolor.errors import MangacolorError
+    from mangacolor.prepare.lines import LinesConfig, lines_folder
+    from mangacolor.prepare.pair import pair_folders
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(2):
+        write_image(src / f"a{i}.png", drawing(seed=i))
+    one = RunOptions(workers=1)
+    assert lines_folder(src, out, LinesConfig("sketch"), one).counts["done"] == 2
+    assert lines_folder(src, out, LinesConfig("sketch"), one).counts["skipped"] == 2  # a re-run: same settings
+    sketch = (out / "a0.png").read_bytes()
+    with pytest.raises(MangacolorError, match=r"made by `prepare lines` with method='sketch' \(now method='xdog'\)"):
+        lines_folder(src, out, LinesConfig("xdog"), one)
+    assert (out / "a0.png").read_bytes() == sketch
+    with pytest.raises(MangacolorError, match="made by `prepare lines`; the outputs would mix"):
+        crop_folder(src, out, CropConfig(), one)
+    redone = lines_folder(src, out, LinesConfig("xdog"), RunOptions(workers=1, overwrite=True))
+    assert redone.counts["done"] == 2 and (out / "a0.png").read_bytes() != sketch
+    assert lines_folder(src, out, LinesConfig("xdog"), one).counts["skipped"] == 2  # the record follows
+    paired = tmp_path / "paired"
+    pair_folders(src, src, paired, one, size=16)
+    with pytest.raises(MangacolorError, match=r"with resize=16 \(now resize=24\)"):
+        pair_folders(src, src, paired, one, size=24)
