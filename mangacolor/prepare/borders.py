@@ -317,19 +317,11 @@ def crop_folder(
         on_result: called with each file's outcome.
     """
     from mangacolor.imageio import list_images
-    from mangacolor.prepare.runner import (
-        ImageTask,
-        RunOptions,
-        check_output_root,
-        image_jobs,
-        record_settings,
-        run_jobs,
-    )
+    from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, open_output, run_jobs
 
     options = options or RunOptions()
-    check_output_root(Path(input_root), Path(output_root))
     settings = {**asdict(config), "format": output_format, "metadata": bool(metadata)}
-    record_settings(output_root, "crop", settings, options.overwrite)
+    open_output(input_root, output_root, "crop", settings, options.overwrite)
     sizes: dict[int, tuple[int, int]] = {}
     unread: list[FileResult] = []  # metadata files or folders that could not be read
     if metadata:

@@ -237,18 +237,10 @@ def lines_folder(
         quality: JPEG / WebP quality.
         on_result: called with each file's outcome.
     """
-    from mangacolor.prepare.runner import (
-        ImageTask,
-        RunOptions,
-        check_output_root,
-        image_jobs,
-        record_settings,
-        run_jobs,
-    )
+    from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, open_output, run_jobs
 
     config, options = config or LinesConfig(), options or RunOptions()
-    check_output_root(Path(input_root), Path(output_root))
     settings = {"method": config.method, "params": config.params, "format": output_format}
-    record_settings(output_root, "lines", settings, options.overwrite)
+    open_output(input_root, output_root, "lines", settings, options.overwrite)
     jobs = image_jobs(input_root, output_root, output_format)
     return run_jobs(jobs, ImageTask(config, read_mode="RGB", quality=quality), options, on_result)

@@ -475,6 +475,18 @@ def record_settings(output_root: str | Path, stage: str, settings: dict[str, Any
             raise MangacolorError(f"{path}: cannot write ({folder_error_reason(exc)})") from None
 
 
+def open_output(
+    input_root: str | Path, output_root: str | Path, stage: str, settings: dict[str, Any], overwrite: bool
+) -> None:
+    """Check and create the output folder of an image-to-image stage and record its settings.
+
+    Raises:
+        MangacolorError: see :func:`check_output_root` and :func:`record_settings`.
+    """
+    check_output_root(Path(input_root), Path(output_root))
+    record_settings(output_root, stage, settings, overwrite)
+
+
 @dataclass(frozen=True)
 class InputGuard:
     """Tells which outputs would land on an input: only possible for inputs inside the output folder
