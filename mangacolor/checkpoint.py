@@ -16,7 +16,9 @@ Resume state (optimizers, discriminators, step, RNG) lives in a run directory, n
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -52,6 +54,10 @@ class CheckpointInfo:
     mangacolor_version: str = ""
     num_parameters: int = 0
     dtypes: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+    """Tells models apart without reading them whole: a hash of the architecture, config, tensor layout
+    and the file's last 64 KiB of weights (not the provenance: a re-export of the same weights, at
+    another date, is the same model)."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able view (for ``mangacolor models --inspect``)."""
@@ -65,6 +71,7 @@ class CheckpointInfo:
             "mangacolor_version": self.mangacolor_version,
             "num_parameters": self.num_parameters,
             "dtypes": self.dtypes,
+            "fingerprint": self.fingerprint,
         }
 
 
@@ -206,7 +213,7 @@ def read_info(path: str | Path) -> CheckpointInfo:
         CheckpointError: missing, truncated, not mangacolor's, newer format or unknown architecture.
     """
     path = Path(path)
-    header, _ = _read_header(path)
+    header, data_start = _read_header(path)
     meta = header.get("__metadata__") or {}
     if "format_version" not in meta or "arch" not in meta:
         raise CheckpointError(path, "a .safetensors file without mangacolor metadata (format_version, arch)")
@@ -249,7 +256,22 @@ def read_info(path: str | Path) -> CheckpointInfo:
         mangacolor_version=meta.get("mangacolor_version", ""),
         num_parameters=n_params,
         dtypes=sorted({v["dtype"] for v in tensors.values()}),
+        fingerprint=_fingerprint(path, header, data_start),
     )
+
+
+def _fingerprint(path: Path, header: dict[str, Any], data_start: int) -> str:
+    meta = header.get("__metadata__") or {}
+    model = {k: v for k, v in header.items() if k != "__metadata__"}
+    model["__model__"] = {k: meta.get(k) for k in ("arch", "config", "task")}
+    digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode())
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(data_start, fh.seek(0, os.SEEK_END) - 65536))  # weights only
+            digest.update(fh.read())
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read: {exc.strerror or exc}") from None
+    return digest.hexdigest()[:16]
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import functools
 import io
+import json
 import os
 import stat
 import tempfile
@@ -23,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from mangacolor.errors import FileError, ImageReadError, ImageWriteError
+from mangacolor.errors import FileError, ImageReadError, ImageWriteError, MangacolorError
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: the prepare stages never load it
     import torch
@@ -383,6 +384,30 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def keep_record(path: str | Path, record: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+    """An output folder's record of what made it (a small JSON file): write ``record`` there, unless the
+    folder holds a different one and ``overwrite`` is off; that one is then returned, for the caller to
+    refuse the run with. An unreadable record is replaced.
+
+    Raises:
+        MangacolorError: the record cannot be written.
+    """
+    path = Path(path)
+    record = json.loads(json.dumps(record, default=str))  # as it reads back
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stored = None
+    if isinstance(stored, dict) and stored != record and not overwrite:
+        return stored
+    if stored != record:
+        try:
+            atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+        except OSError as exc:
+            raise MangacolorError(f"{path}: cannot write ({folder_error_reason(exc)})") from None
+    return None
 
 
 def write_image(path: str | Path, image: np.ndarray, quality: int = 95) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,6 +44,7 @@ from mangacolor.imageio import (
     atomic_write_bytes,
     encode_image,
     folder_error_reason,
+    keep_record,
     list_images,
     read_image,
     to_tensor,
@@ -491,6 +493,39 @@ def _walk(in_root: Path, out_root: Path, on_error: Callable[[Path, str], None]) 
         yield path
 
 
+def _record_run(translator: Translator | PageRouter, out_root: Path, options: FolderOptions) -> None:
+    """Refuse to add pages made by another model or with other settings to an output folder (a re-run
+    skips the pages done, so they would mix), then record these (``.mangacolor-TASK.json``).
+
+    Raises:
+        MangacolorError: the folder holds pages of another model or other settings, and no ``overwrite``.
+    """
+    models = translator.translators if isinstance(translator, PageRouter) else (translator,)
+    record = {
+        "models": [f"{t.info.path.name} ({t.info.fingerprint})" for t in models],
+        "size": [t.size for t in models],
+        "merge": [t.merge for t in models],
+        "format": options.output_format,
+        "candidates": options.candidates,
+        "force": options.force,
+    }
+    stored = keep_record(out_root / f".mangacolor-{translator.info.task}.json", record, options.overwrite)
+    if stored is not None:
+        changed = sorted(k for k in record.keys() | stored.keys() if record.get(k) != stored.get(k))
+
+        def show(values: dict[str, Any]) -> str:
+            parts = []
+            for key in changed:
+                value = values.get(key)
+                parts.append(f"{key} {' + '.join(map(str, value)) if isinstance(value, list) else value}")
+            return "; ".join(parts)
+
+        raise MangacolorError(
+            f"{out_root}: its pages were made with {show(stored)}, not {show(record)}; a re-run skips the pages "
+            "done, so the folder would mix the two. Use --overwrite to redo them all, or another output folder"
+        )
+
+
 def count_pages(in_root: str | Path, out_root: str | Path) -> int:
     """How many pages :func:`run_folder` will see (for a progress bar's total); a listing, no decoding."""
     in_root, out_root = Path(in_root), Path(out_root)
@@ -538,6 +573,8 @@ def run_folder(
     if not in_root.exists():
         raise MangacolorError(f"{in_root}: no such file or directory")
     _check_roots(in_root, out_root)
+    if not names_output_file(in_root, out_root):
+        _record_run(translator, out_root, options)
     report = BatchReport()
     lock = threading.Lock()
 

@@ -257,7 +257,10 @@ def test_output_path_taken_by_a_folder_fails_that_page(translator, tmp_path):
     (out / "color.png").mkdir()
     report = run_folder(translator, src, out, FolderOptions(overwrite=True))
     assert report.failed == 2 and all("is a folder" in f.reason for f in report.failures)
-    assert sorted(p.name for p in out.iterdir()) == ["color.png", "gray.png"]  # no temporary files left
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".mangacolor")) == [
+        "color.png",
+        "gray.png",
+    ]  # no temporary files left
 
 
 def test_unwritable_formats_of_single_pages_become_png(translator, tmp_path):
@@ -440,3 +443,36 @@ def test_a_model_failure_fails_its_pages_and_the_batch_goes_on(translator, tmp_p
     report = run_folder(translator, src, tmp_path / "out", FolderOptions(io_workers=1))
     assert report.counts["done"] == 2 and report.failed == 1
     assert report.failures[0].reason == "model failed: CUDA out of memory. Tried to allocate 8.00 GiB"
+
+
+def test_pages_of_another_model_or_other_settings_are_not_mixed_in(toy_checkpoint, tmp_path):
+    src = _pages(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    first = Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="luma")
+    assert run_folder(first, src, out).counts["done"] == 2
+    assert run_folder(first, src, out).counts["skipped"] == 2  # the same model and settings resume
+    torch.manual_seed(5)
+    other_path = checkpoint.save(tmp_path / "other.safetensors", create_model("unet", base_width=4, depth=3))
+    other = Translator.from_checkpoint(other_path, device="cpu", merge="luma")
+    before = (out / "ch1" / "p0.png").read_bytes()
+    with pytest.raises(
+        MangacolorError, match=r"its pages were made with models toy.safetensors \(\w+\); size 32, not models other"
+    ):
+        run_folder(other, src, out)
+    with pytest.raises(MangacolorError, match="made with merge luma, not merge multiply"):
+        run_folder(Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="multiply"), src, out)
+    assert (out / "ch1" / "p0.png").read_bytes() == before
+    assert run_folder(other, src, out, FolderOptions(overwrite=True)).counts["done"] == 2
+    assert run_folder(other, src, out).counts["skipped"] == 2  # the record now names the other model
+
+
+def test_the_fingerprint_is_the_weights_not_the_date(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("unet", base_width=4, depth=3)
+    a = checkpoint.save(tmp_path / "a.safetensors", model, {"date": "2026-01-01"})
+    b = checkpoint.save(tmp_path / "b.safetensors", model, {"date": "2026-02-02"})
+    with torch.no_grad():
+        next(iter(reversed(list(model.parameters())))).add_(1.0)
+    c = checkpoint.save(tmp_path / "c.safetensors", model, {"date": "2026-01-01"})
+    fingerprints = [checkpoint.read_info(p).fingerprint for p in (a, b, c)]
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]

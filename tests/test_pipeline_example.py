@@ -93,7 +93,7 @@ def test_pipeline_script_at_toy_size(tmp_path):
         assert max(cropped.shape[:2]) == 48 and abs(cropped.shape[1] / cropped.shape[0] - ow / oh) < 0.1
     scans = sorted((work / "scans").rglob("*.png"))
     synthetic = sorted((work / "synthetic").rglob("*.png"))
-    colorized = sorted(p for p in (work / "colorized").rglob("*") if p.is_file())
+    colorized = sorted(p for p in (work / "colorized").rglob("*") if p.is_file() and not p.name.startswith("."))
     assert len(scans) == 5 and len(synthetic) == 6 and len(colorized) == 5  # 11 split into scans and colour
     for path in synthetic:  # one grey PNG scan per colour image, same name stem and size
         grey = read_image(path, mode=None)

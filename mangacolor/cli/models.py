@@ -31,7 +31,7 @@ def models(
             typer.echo(json.dumps(data, indent=2))
             return
         table = Table(title=escape(str(inspect)), show_header=False)  # paths and metadata are text, not markup
-        for key in ("task", "arch", "format_version", "mangacolor_version", "num_parameters", "dtypes"):
+        for key in ("task", "arch", "format_version", "mangacolor_version", "num_parameters", "dtypes", "fingerprint"):
             table.add_row(key, escape(str(data[key])))
         table.add_row("config", escape(json.dumps(data["config"], sort_keys=True)))
         for key, value in sorted(data["provenance"].items()):

@@ -44,8 +44,8 @@ import numpy as np
 from mangacolor.errors import FileError, ImageReadError, MangacolorError
 from mangacolor.imageio import (
     SameStemFinder,
-    atomic_write_bytes,
     folder_error_reason,
+    keep_record,
     list_images,
     read_image,
     write_image,
@@ -451,16 +451,13 @@ def record_settings(output_root: str | Path, stage: str, settings: dict[str, Any
     Raises:
         MangacolorError: the folder holds another stage's outputs, or this stage's with other settings.
     """
-    path = Path(output_root) / SETTINGS_FILE
-    record = json.loads(json.dumps({"stage": stage, **settings}, default=str))  # as it reads back
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # none yet (or unreadable: replaced)
-        stored = None
-    if isinstance(stored, dict) and stored != record and not overwrite:
+    record = {"stage": stage, **settings}
+    stored = keep_record(Path(output_root) / SETTINGS_FILE, record, overwrite)
+    if stored is not None:
         if stored.get("stage") != stage:
             made = f"`prepare {stored.get('stage')}`"
         else:
+            record = json.loads(json.dumps(record, default=str))
             changed = sorted(k for k in record.keys() | stored.keys() if record.get(k) != stored.get(k))
             made = f"`prepare {stage}` with " + ", ".join(f"{k}={stored.get(k)!r}" for k in changed)
             made += " (now " + ", ".join(f"{k}={record.get(k)!r}" for k in changed) + ")"
@@ -468,11 +465,6 @@ def record_settings(output_root: str | Path, stage: str, settings: dict[str, Any
             f"{output_root}: made by {made}; the outputs would mix two kinds, as existing ones are skipped. "
             "Use --overwrite to redo them all, or another output folder"
         )
-    if stored != record:
-        try:
-            atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
-        except OSError as exc:
-            raise MangacolorError(f"{path}: cannot write ({folder_error_reason(exc)})") from None
 
 
 def open_output(

@@ -252,7 +252,7 @@ def test_colorize_command_with_each_architecture(arch, tmp_path):
     assert result.exit_code == 0, result.output
     k = getattr(model, "num_outputs", 1)
     expected = ["page.png"] if k == 1 else [f"page_c{i}.png" for i in range(k)]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == expected
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == expected
     assert read_image(tmp_path / "out" / expected[0]).shape == (50, 70, 3)
 
 
