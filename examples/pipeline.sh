@@ -16,8 +16,9 @@
 # real scans; the other half is the colour domain.
 #
 # Running the script again on the same WORK_DIR finishes an interrupted run: finished stages are skipped and
-# the trainings resume (a larger STEPS trains them longer). Every other setting is that of the first run, so
-# use a new WORK_DIR for other settings.
+# the trainings resume (a larger STEPS trains them longer; the synthetic scans and colorized pages of a model
+# trained further are then redone: `--update`). Every other setting is that of the first run, so use a new
+# WORK_DIR for other settings.
 #
 # Settings (environment), toy-sized by default so that every stage runs in seconds; for a real model use
 # e.g. SIZE=256 STEPS=20000 WIDTH=64 DEPTH=8 BATCH=16:
@@ -93,7 +94,7 @@ else
 fi
 
 # 4. synthetic scans of every colour image, same names
-mc scan "$WORK/scan_run/model.safetensors" "$COLOUR" "$WORK/synthetic" --device "$DEVICE" >/dev/null
+mc scan "$WORK/scan_run/model.safetensors" "$COLOUR" "$WORK/synthetic" --device "$DEVICE" --update >/dev/null
 
 # 5. the colorizer on (synthetic scan, colour) pairs (again: resumed)
 if [[ -f $WORK/colour_run/config.json ]]; then
@@ -105,6 +106,6 @@ else
 fi
 
 # 6. colorize the scans
-mc colorize "$SCANS" "$WORK/colorized" --model "$WORK/colour_run/model.safetensors" --device "$DEVICE" >/dev/null
+mc colorize "$SCANS" "$WORK/colorized" --model "$WORK/colour_run/model.safetensors" --device "$DEVICE" --update >/dev/null
 
 echo "$WORK/colorized"

@@ -386,12 +386,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def keep_record(path: str | Path, record: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
-    """An output folder's record of what made it (a small JSON file): write ``record`` there, unless the
-    folder holds a different one and ``overwrite`` is off; that one is then returned, for the caller to
-    refuse the run with. An unreadable record is replaced.
+def keep_record(path: str | Path, record: dict[str, Any], overwrite: bool) -> Callable[[], None] | None:
+    """An output folder's record of what made it (a small JSON file), kept true across interrupted runs.
+
+    A folder without a record gets ``record`` at once (and ``None`` is returned, as for a folder with
+    this record). A folder whose record differs is refused, unless ``overwrite``: then the returned
+    callable writes ``record``, to be called once the batch has redone every output; a batch that stops
+    before leaves the old record, so that a re-run does not skip the old outputs as done. An
+    unreadable record counts as none.
 
     Raises:
+        RecordMismatch: the folder's record differs and ``overwrite`` is off (``exc.stored`` holds it).
         MangacolorError: the record cannot be written.
     """
     path = Path(path)
@@ -400,14 +405,30 @@ def keep_record(path: str | Path, record: dict[str, Any], overwrite: bool) -> di
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         stored = None
-    if isinstance(stored, dict) and stored != record and not overwrite:
-        return stored
-    if stored != record:
+
+    def write() -> None:
         try:
             atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
         except OSError as exc:
             raise MangacolorError(f"{path}: cannot write ({folder_error_reason(exc)})") from None
-    return None
+
+    if stored == record:
+        return None
+    if not isinstance(stored, dict):
+        write()
+        return None
+    if not overwrite:
+        raise RecordMismatch(stored, record)
+    return write
+
+
+class RecordMismatch(MangacolorError):
+    """An output folder made by other settings (see :func:`keep_record`)."""
+
+    def __init__(self, stored: dict[str, Any], record: dict[str, Any]) -> None:
+        super().__init__("the output folder was made with other settings")
+        self.stored, self.record = stored, record
+        self.changed = sorted(k for k in record.keys() | stored.keys() if record.get(k) != stored.get(k))
 
 
 def write_image(path: str | Path, image: np.ndarray, quality: int = 95) -> None:

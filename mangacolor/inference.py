@@ -25,7 +25,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from mangacolor.color import MERGE_MODES, is_color, luma, merge_luminance, page_
 from mangacolor.errors import CheckpointError, ImageReadError, ImageWriteError, MangacolorError
 from mangacolor.imageio import (
     IMAGE_EXTENSIONS,
+    RecordMismatch,
     SameStemFinder,
     atomic_write_bytes,
     encode_image,
@@ -363,6 +364,8 @@ class FolderOptions:
         io_workers: threads decoding pages and threads encoding results.
         copy_color: detect colour inputs and copy them through (colorizers).
         max_pixels: refuse inputs with more pixels (decompression bombs); 0: no limit.
+        update: redo every page when the output folder was made by another model or other settings,
+            resume it otherwise (re-running a pipeline after its model was trained further).
     """
 
     overwrite: bool = False
@@ -374,6 +377,7 @@ class FolderOptions:
     io_workers: int = 2
     copy_color: bool = True
     max_pixels: int = 150_000_000
+    update: bool = False
 
 
 @dataclass
@@ -493,12 +497,17 @@ def _walk(in_root: Path, out_root: Path, on_error: Callable[[Path, str], None]) 
         yield path
 
 
-def _record_run(translator: Translator | PageRouter, out_root: Path, options: FolderOptions) -> None:
+def _record_run(
+    translator: Translator | PageRouter, out_root: Path, options: FolderOptions
+) -> Callable[[], None] | None:
     """Refuse to add pages made by another model or with other settings to an output folder (a re-run
-    skips the pages done, so they would mix), then record these (``.mangacolor-TASK.json``).
+    skips the pages done, so they would mix); record these (``.mangacolor-TASK.json``). With
+    ``overwrite`` or ``update``, returns what to call once the batch has redone the folder, if it was
+    made otherwise (see :func:`~mangacolor.imageio.keep_record`).
 
     Raises:
-        MangacolorError: the folder holds pages of another model or other settings, and no ``overwrite``.
+        MangacolorError: the folder holds pages of another model or other settings, and neither
+            ``overwrite`` nor ``update``.
     """
     models = translator.translators if isinstance(translator, PageRouter) else (translator,)
     record = {
@@ -509,9 +518,11 @@ def _record_run(translator: Translator | PageRouter, out_root: Path, options: Fo
         "candidates": options.candidates,
         "force": options.force,
     }
-    stored = keep_record(out_root / f".mangacolor-{translator.info.task}.json", record, options.overwrite)
-    if stored is not None:
-        changed = sorted(k for k in record.keys() | stored.keys() if record.get(k) != stored.get(k))
+    try:
+        path = out_root / f".mangacolor-{translator.info.task}.json"
+        return keep_record(path, record, options.overwrite or options.update)
+    except RecordMismatch as exc:
+        changed, stored = exc.changed, exc.stored
 
         def show(values: dict[str, Any]) -> str:
             parts = []
@@ -521,9 +532,10 @@ def _record_run(translator: Translator | PageRouter, out_root: Path, options: Fo
             return "; ".join(parts)
 
         raise MangacolorError(
-            f"{out_root}: its pages were made with {show(stored)}, not {show(record)}; a re-run skips the pages "
-            "done, so the folder would mix the two. Use --overwrite to redo them all, or another output folder"
-        )
+            f"{out_root}: its pages were made with {show(stored)}, not {show(record)}; a re-run skips "
+            "the pages done, so the folder would mix the two. Use --update (or --overwrite) to redo them all, "
+            "or another output folder"
+        ) from None
 
 
 def count_pages(in_root: str | Path, out_root: str | Path) -> int:
@@ -573,8 +585,9 @@ def run_folder(
     if not in_root.exists():
         raise MangacolorError(f"{in_root}: no such file or directory")
     _check_roots(in_root, out_root)
-    if not names_output_file(in_root, out_root):
-        _record_run(translator, out_root, options)
+    finish = _record_run(translator, out_root, options) if not names_output_file(in_root, out_root) else None
+    if finish is not None:  # the folder was made otherwise: every page is redone
+        options = replace(options, overwrite=True)
     report = BatchReport()
     lock = threading.Lock()
 
@@ -718,4 +731,6 @@ def run_folder(
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True)
+    if finish is not None:
+        finish()  # the batch went through: the record names what made the pages now
     return report

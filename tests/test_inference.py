@@ -476,3 +476,31 @@ def test_the_fingerprint_is_the_weights_not_the_date(tmp_path):
     c = checkpoint.save(tmp_path / "c.safetensors", model, {"date": "2026-01-01"})
     fingerprints = [checkpoint.read_info(p).fingerprint for p in (a, b, c)]
     assert fingerprints[0] == fingerprints[1] != fingerprints[2]
+
+
+def test_update_redoes_a_folder_made_otherwise_and_a_stopped_redo_keeps_the_old_record(toy_checkpoint, tmp_path):
+    src = _pages(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    first = Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="luma")
+    run_folder(first, src, out)
+    record = (out / ".mangacolor-colorize.json").read_text()
+    assert run_folder(first, src, out, FolderOptions(update=True)).counts["skipped"] == 3  # same model: resume
+    torch.manual_seed(5)
+    other_path = checkpoint.save(tmp_path / "other.safetensors", create_model("unet", base_width=4, depth=3))
+    other = Translator.from_checkpoint(other_path, device="cpu", merge="luma")
+    real_run, calls = other.run, []
+
+    def stop_after_one(batch):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the redo
+        return real_run(batch)
+
+    other.run = stop_after_one
+    with pytest.raises(KeyboardInterrupt):
+        run_folder(other, src, out, FolderOptions(update=True, io_workers=1))
+    assert (out / ".mangacolor-colorize.json").read_text() == record  # the folder is not yet the other model's
+    other.run = real_run
+    assert run_folder(other, src, out, FolderOptions(update=True)).counts["done"] == 3  # every page redone
+    assert "other.safetensors" in (out / ".mangacolor-colorize.json").read_text()
+    assert run_folder(other, src, out).counts["skipped"] == 3

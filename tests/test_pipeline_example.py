@@ -57,7 +57,7 @@ def _make_dump(root: Path, count: int = 14) -> None:
     (root / "metadata" / "posts.json").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
 
 
-def _run(dump: Path, work: Path) -> subprocess.CompletedProcess:
+def _run(dump: Path, work: Path, steps: int = 2) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "MANGACOLOR": f"{sys.executable} -m mangacolor",
@@ -65,7 +65,7 @@ def _run(dump: Path, work: Path) -> subprocess.CompletedProcess:
         "FILTER_ARGS": "--exclude-tag comic --rating g",
         "SIZE": "32",
         "LOAD": "48",
-        "STEPS": "2",
+        "STEPS": str(steps),
         "WIDTH": "4",
         "DEPTH": "3",
         "SCAN_WIDTH": "4",
@@ -111,3 +111,7 @@ def test_pipeline_script_at_toy_size(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in colorized} == before
     metrics = (work / "colour_run" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(metrics[-1])["step"] == 2  # the finished run was resumed, not trained again
+
+    longer = _run(dump, work, steps=3)  # both models trained further: their outputs are redone, not mixed
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert all(p.stat().st_mtime_ns != before[p] for p in colorized)

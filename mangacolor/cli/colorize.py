@@ -66,6 +66,13 @@ def colorize(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Pages per forward pass.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Redo pages whose output exists.")] = False,
+    update: Annotated[
+        bool,
+        typer.Option(
+            help="Redo every page when OUT was made by another model or other settings (a pipeline re-run "
+            "after more training); otherwise resume."
+        ),
+    ] = False,
     force: Annotated[
         bool, typer.Option(help="Colorize pages that are already in colour (default: copy them).")
     ] = False,
@@ -112,6 +119,7 @@ def colorize(
     translator = load_colorizer(ckpt, line_model, device=device, size=size, merge=merge, half=half, reference=ref)
     options = FolderOptions(
         overwrite=overwrite,
+        update=update,
         force=force,
         candidates=candidates,
         output_format=output_format,

@@ -43,6 +43,13 @@ def scan(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass (equal shapes are grouped).")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Redo images whose output exists.")] = False,
+    update: Annotated[
+        bool,
+        typer.Option(
+            help="Redo every image when OUT was made by another model or other settings (a pipeline re-run "
+            "after more training); otherwise resume."
+        ),
+    ] = False,
     output_format: Annotated[
         str,
         typer.Option(
@@ -73,6 +80,7 @@ def scan(
     translator = Translator.from_checkpoint(model, device=device, size=size, merge="none", half=half)
     options = FolderOptions(
         overwrite=overwrite,
+        update=update,
         output_format=output_format,
         quality=quality,
         batch_size=batch_size,

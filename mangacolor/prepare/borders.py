@@ -321,7 +321,7 @@ def crop_folder(
 
     options = options or RunOptions()
     settings = {**asdict(config), "format": output_format, "metadata": bool(metadata)}
-    open_output(input_root, output_root, "crop", settings, options.overwrite)
+    recorded = open_output(input_root, output_root, "crop", settings, options.overwrite)
     sizes: dict[int, tuple[int, int]] = {}
     unread: list[FileResult] = []  # metadata files or folders that could not be read
     if metadata:
@@ -339,6 +339,8 @@ def crop_folder(
     jobs = image_jobs(input_root, output_root, output_format, payload=original_size if sizes else None)
     task = ImageTask(_CropTransform(config), read_mode=None, quality=quality, pass_payload=True)
     report = run_jobs(jobs, task, options, on_result)
+    if recorded is not None:
+        recorded()
     for failure in unread:
         report.add(failure)
         if on_result is not None:

@@ -241,6 +241,9 @@ def lines_folder(
 
     config, options = config or LinesConfig(), options or RunOptions()
     settings = {"method": config.method, "params": config.params, "format": output_format}
-    open_output(input_root, output_root, "lines", settings, options.overwrite)
+    recorded = open_output(input_root, output_root, "lines", settings, options.overwrite)
     jobs = image_jobs(input_root, output_root, output_format)
-    return run_jobs(jobs, ImageTask(config, read_mode="RGB", quality=quality), options, on_result)
+    report = run_jobs(jobs, ImageTask(config, read_mode="RGB", quality=quality), options, on_result)
+    if recorded is not None:
+        recorded()
+    return report

@@ -229,7 +229,7 @@ def pair_folders(
     for root in (bw_root, color_root):
         check_output_root(root, output_root)
     options = options or RunOptions()
-    record_settings(output_root, "pair", {"resize": size, "format": output_format}, options.overwrite)
+    recorded = record_settings(output_root, "pair", {"resize": size, "format": output_format}, options.overwrite)
     guard = InputGuard.of(output_root, (bw_root, color_root))
     matching = match_stems(bw_root, color_root)
 
@@ -242,9 +242,11 @@ def pair_folders(
         yield from unlisted_jobs(matching)
 
     report = BatchReport()
-    for _, result in iter_results(jobs(), PairTask(size, quality), options or RunOptions()):
+    for _, result in iter_results(jobs(), PairTask(size, quality), options):
         report.add(result)
         if on_result is not None:
             on_result(result)
+    if recorded is not None:
+        recorded()
     write_unmatched(matching, output_root / "unmatched.txt", ("bw", "color"))
     return PairReport(report, matching)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import multiprocessing
 import os
 import select
@@ -43,6 +42,7 @@ import numpy as np
 
 from mangacolor.errors import FileError, ImageReadError, MangacolorError
 from mangacolor.imageio import (
+    RecordMismatch,
     SameStemFinder,
     folder_error_reason,
     keep_record,
@@ -441,42 +441,44 @@ SETTINGS_FILE = ".mangacolor-prepare.json"
 """Hidden record in an output folder of the stage and settings that made it."""
 
 
-def record_settings(output_root: str | Path, stage: str, settings: dict[str, Any], overwrite: bool) -> None:
+def record_settings(
+    output_root: str | Path, stage: str, settings: dict[str, Any], overwrite: bool
+) -> Callable[[], None] | None:
     """Refuse to add outputs made with other settings to a folder (a re-run skips existing outputs, so
-    ``lines --method xdog`` into a ``sketch`` folder would silently keep the sketches), then record these.
+    ``lines --method xdog`` into a ``sketch`` folder would silently keep the sketches); record these.
+    Returns what to call once the batch is through, if anything (see :func:`~mangacolor.imageio.keep_record`).
 
-    ``--overwrite`` redoes every output, so it may change the settings. The record is written like an
-    output (temporary file, then rename); shards of one job write the same record.
+    ``--overwrite`` redoes every output, so it may change the settings. Shards of one job write the
+    same record.
 
     Raises:
         MangacolorError: the folder holds another stage's outputs, or this stage's with other settings.
     """
-    record = {"stage": stage, **settings}
-    stored = keep_record(Path(output_root) / SETTINGS_FILE, record, overwrite)
-    if stored is not None:
-        if stored.get("stage") != stage:
-            made = f"`prepare {stored.get('stage')}`"
+    try:
+        return keep_record(Path(output_root) / SETTINGS_FILE, {"stage": stage, **settings}, overwrite)
+    except RecordMismatch as exc:
+        if exc.stored.get("stage") != stage:
+            made = f"`prepare {exc.stored.get('stage')}`"
         else:
-            record = json.loads(json.dumps(record, default=str))
-            changed = sorted(k for k in record.keys() | stored.keys() if record.get(k) != stored.get(k))
-            made = f"`prepare {stage}` with " + ", ".join(f"{k}={stored.get(k)!r}" for k in changed)
-            made += " (now " + ", ".join(f"{k}={record.get(k)!r}" for k in changed) + ")"
+            made = f"`prepare {stage}` with " + ", ".join(f"{k}={exc.stored.get(k)!r}" for k in exc.changed)
+            made += " (now " + ", ".join(f"{k}={exc.record.get(k)!r}" for k in exc.changed) + ")"
         raise MangacolorError(
             f"{output_root}: made by {made}; the outputs would mix two kinds, as existing ones are skipped. "
             "Use --overwrite to redo them all, or another output folder"
-        )
+        ) from None
 
 
 def open_output(
     input_root: str | Path, output_root: str | Path, stage: str, settings: dict[str, Any], overwrite: bool
-) -> None:
-    """Check and create the output folder of an image-to-image stage and record its settings.
+) -> Callable[[], None] | None:
+    """Check and create the output folder of an image-to-image stage and record its settings; returns
+    what to call once the batch is through (:func:`record_settings`).
 
     Raises:
         MangacolorError: see :func:`check_output_root` and :func:`record_settings`.
     """
     check_output_root(Path(input_root), Path(output_root))
-    record_settings(output_root, stage, settings, overwrite)
+    return record_settings(output_root, stage, settings, overwrite)
 
 
 @dataclass(frozen=True)
