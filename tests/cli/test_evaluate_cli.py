@@ -74,15 +74,13 @@ def test_evaluate_missing_vgg_file_is_an_error(folders, tmp_path):
     assert "nope.pth" in result.stderr
 
 
-def test_evaluate_prints_the_scores_when_the_sheet_cannot_be_written(folders, tmp_path):
+def test_evaluate_refuses_a_sheet_it_cannot_write_before_scoring(folders, tmp_path):
     pred, truth, _ = folders
     (tmp_path / "blocker").write_text("x")
     sheet = tmp_path / "blocker" / "sheet.png"
     result = runner.invoke(app, ["evaluate", str(pred), str(truth), "--no-fid", "--no-lpips", "--sheet", str(sheet)])
-    assert result.exit_code == 1
-    report = json.loads(result.stdout)
-    assert report["evaluated"] == 3 and "cannot write" in report["sheet_error"]
-    assert "contact sheet not written" in result.stderr
+    assert result.exit_code == 2 and "cannot write the contact sheet here" in result.stderr
+    assert result.stdout == ""
 
 
 def test_evaluate_refuses_a_sheet_that_would_overwrite_an_evaluated_image(folders):
@@ -93,8 +91,10 @@ def test_evaluate_refuses_a_sheet_that_would_overwrite_an_evaluated_image(folder
         result = runner.invoke(app, [*args, "--sheet", str(target)])
         assert result.exit_code == 2 and "would overwrite an image being evaluated" in result.stderr
         assert target.read_bytes() == before
-    result = runner.invoke(app, [*args, "--sheet", str(pred / "sheet.png")])  # a new file beside them is fine
-    assert result.exit_code == 0 and (pred / "sheet.png").is_file()
+    result = runner.invoke(app, [*args, "--sheet", str(pred / "sheet.png")])  # the next run would read it
+    assert result.exit_code == 2 and "where the next evaluation would read it" in result.stderr
+    result = runner.invoke(app, [*args, "--sheet", str(pred.parent / "sheet.png")])  # beside the folders: fine
+    assert result.exit_code == 0 and (pred.parent / "sheet.png").is_file()
 
 
 def test_evaluate_with_every_pair_unreadable_exits_2(folders):
