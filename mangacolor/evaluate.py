@@ -109,6 +109,28 @@ def ssim_gray(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
     """
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"expected two (H, W) images of one shape. Got {a.shape} and {b.shape}")
+    pad = SSIM_WINDOW // 2
+    height, width = a.shape
+    if min(a.shape) <= 2 * pad:
+        return float(_ssim_map(a, b, data_range).mean())
+    # The valid positions, a band of rows at a time: each band reads `pad` rows beyond it, so the
+    # result is the whole image's, with the float64 maps a band's size (not ~160 bytes per pixel).
+    rows = max(SSIM_WINDOW, _SSIM_BAND_PIXELS // width)
+    total, count = 0.0, 0
+    for top in range(pad, height - pad, rows):
+        bottom = min(top + rows, height - pad)
+        band = _ssim_map(a[top - pad : bottom + pad], b[top - pad : bottom + pad], data_range)[pad:-pad, pad:-pad]
+        total += float(band.sum())
+        count += band.size
+    return total / count
+
+
+_SSIM_BAND_PIXELS = 2_000_000
+"""Pixels per band of :func:`ssim_gray` (about 160 MB of float64 maps)."""
+
+
+def _ssim_map(a: np.ndarray, b: np.ndarray, data_range: float) -> np.ndarray:
+    """SSIM at every position of ``a`` (mirrored border)."""
     x, y = a.astype(np.float64), b.astype(np.float64)
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
 
@@ -119,11 +141,7 @@ def ssim_gray(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
     var_x = blur(x * x) - mu_x * mu_x
     var_y = blur(y * y) - mu_y * mu_y
     cov = blur(x * y) - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    pad = SSIM_WINDOW // 2
-    if min(x.shape) > 2 * pad:
-        ssim_map = ssim_map[pad:-pad, pad:-pad]  # valid positions only
-    return float(ssim_map.mean())
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
 
 
 def ssim(pred: np.ndarray, truth: np.ndarray) -> float:

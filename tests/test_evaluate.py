@@ -447,3 +447,14 @@ def test_fid_of_one_image_is_not_attempted(tmp_path, monkeypatch):
     seen: list[int] = []
     result = evaluate_folders(EvalConfig(str(pred), str(truth), lpips=False), on_start=seen.append)
     assert result.fid is None and result.notes["fid"] == "needs at least 2 images" and seen == [1]
+
+
+def test_ssim_in_bands_is_the_whole_images(monkeypatch):
+    import mangacolor.evaluate as evaluate_module
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (300, 200)).astype(np.float64)
+    b = np.clip(a + rng.normal(0, 25, a.shape), 0, 255)
+    whole = ssim_gray(a, b)
+    monkeypatch.setattr(evaluate_module, "_SSIM_BAND_PIXELS", 200 * 13)  # bands of 13 rows: 23 of them
+    assert abs(ssim_gray(a, b) - whole) < 1e-12
