@@ -305,8 +305,7 @@ def _pooled(
                     ) from None
                 # A worker died (a decoder crash, the out-of-memory killer): its chunk is lost.
                 # Report those files and go on with a fresh pool, resubmitting what did not finish.
-                lost = "a worker process died (crash or out of memory) while this file's batch ran"
-                computed = iter([FileResult(j.source, "failed", lost) for j, r in chunk if r is None])
+                computed = iter([_lost(j) for j, r in chunk if r is None])
                 executor.shutdown(wait=False, cancel_futures=True)
                 executor = _executor(workers)
                 for i, (other_chunk, other) in enumerate(pending):
@@ -322,6 +321,16 @@ def _pooled(
             if future is not None and future is not _BROKEN:
                 future.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _lost(job: Job) -> FileResult:
+    """The result of a job whose worker died: done when its outputs were written before (each one is
+    complete, being renamed into place), else failed."""
+    if job.outputs and not job.error and all(os.path.isfile(o) for o in job.outputs):
+        return FileResult(job.source, "done", outputs=list(job.outputs))
+    return FileResult(
+        job.source, "failed", "a worker process died (crash or out of memory) while this file's batch ran"
+    )
 
 
 def _executor(workers: int) -> ProcessPoolExecutor:

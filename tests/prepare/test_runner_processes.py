@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ import pytest
 
 from mangacolor.imageio import read_image, write_image
 from mangacolor.prepare.borders import CropConfig, crop_folder
-from mangacolor.prepare.runner import RunOptions
+from mangacolor.prepare.runner import Job, RunOptions, iter_results
+from mangacolor.report import FileResult
 from tests.conftest import drawing
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -138,3 +140,24 @@ def test_outputs_made_with_other_settings_are_not_mixed_in(tmp_path):
     pair_folders(src, src, paired, one, size=16)
     with pytest.raises(MangacolorError, match=r"with resize=16 \(now resize=24\)"):
         pair_folders(src, src, paired, one, size=24)
+
+
+@dataclass(frozen=True)
+class _WriteThenCrashOn:
+    """Writes each job's output, but its worker dies on one file before writing it."""
+
+    name: str
+
+    def __call__(self, job: Job) -> FileResult:
+        if Path(job.source).name == self.name:
+            os._exit(3)
+        Path(job.outputs[0]).write_bytes(b"done")
+        return FileResult(job.source, "done", outputs=list(job.outputs))
+
+
+def test_files_written_before_their_worker_died_count_as_done(tmp_path):
+    jobs = [Job(f"in/p{i}.png", (str(tmp_path / f"p{i}.out"),), f"p{i}") for i in range(8)]
+    results = [r for _, r in iter_results(jobs, _WriteThenCrashOn("p5.png"), RunOptions(workers=2, chunksize=4))]
+    status = {Path(r.path).name: r.status for r in results}
+    assert status["p5.png"] == "failed" and status["p4.png"] == "done"  # p4 ran before p5 in the same batch
+    assert all(status[f"p{i}.png"] == ("done" if (tmp_path / f"p{i}.out").exists() else "failed") for i in range(8))
