@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +162,39 @@ def test_files_written_before_their_worker_died_count_as_done(tmp_path):
     status = {Path(r.path).name: r.status for r in results}
     assert status["p5.png"] == "failed" and status["p4.png"] == "done"  # p4 ran before p5 in the same batch
     assert all(status[f"p{i}.png"] == ("done" if (tmp_path / f"p{i}.out").exists() else "failed") for i in range(8))
+
+
+def test_workers_under_the_console_script_hold_no_torch(tmp_path):
+    """A fork server's worker imports the main script again: the ``mangacolor`` script keeps that light."""
+    script = shutil.which("mangacolor")
+    if script is None:
+        pytest.skip("the mangacolor console script is not installed")
+    src = _many(tmp_path / "in", 300)
+    out = tmp_path / "out"
+    before = _descendants_of_forkservers()
+    proc = subprocess.Popen(
+        [script, "prepare", "lines", str(src), str(out), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.is_dir() and sum(1 for _ in out.glob("*.png")) >= 10:
+                break
+            time.sleep(0.05)
+        ours = _descendants_of_forkservers() - before
+        if proc.poll() is not None or not ours:
+            pytest.skip("the stage finished before its workers could be looked at")
+        with_torch = []
+        for pid in ours:
+            try:
+                if "libtorch" in Path(f"/proc/{pid}/maps").read_text():
+                    with_torch.append(pid)
+            except OSError:
+                continue
+        assert not with_torch, "a prepare worker has torch loaded"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
