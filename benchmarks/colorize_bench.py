@@ -49,6 +49,21 @@ def make_page(seed: int) -> np.ndarray:
     return page
 
 
+def check_model(model: str | None) -> None:
+    """Refuse a checkpoint that is missing, unreadable or not a colorizer (a scan generator, say).
+
+    Raises:
+        MangacolorError: naming the file and what is wrong with it.
+    """
+    from mangacolor.checkpoint import read_info
+    from mangacolor.errors import MangacolorError
+    from mangacolor.inference import default_model_path
+
+    path = Path(model) if model else default_model_path()
+    if (task := read_info(path).task) != "colorize":
+        raise MangacolorError(f"{path}: a {task} model, not a colorizer")
+
+
 def child(pages: int, args: argparse.Namespace) -> dict:
     from mangacolor.inference import FolderOptions, Translator, default_model_path, run_folder
 
@@ -87,15 +102,16 @@ def main() -> int:
     args = parser.parse_args()
     if min(args.pages) < 1 or args.batch_size < 1 or (args.size is not None and args.size < 0):
         parser.error("--pages and --batch-size must be at least 1, --size at least 0")
-    if args.child is not None:
-        from mangacolor.errors import MangacolorError
+    from mangacolor.errors import MangacolorError
 
-        try:
+    try:
+        check_model(args.model)
+        if args.child is not None:
             print(json.dumps(child(args.child, args)))
-        except MangacolorError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
+            return 0
+    except MangacolorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(describe(args.device))
     header = ("pages", "device", "size", "batch", "s/page", "pages/s", "peak RSS MiB")
     print("{:>6} {:>10} {:>5} {:>5} {:>7} {:>8} {:>13}".format(*header))

@@ -8,7 +8,9 @@ itself (no colour at all) and the plain pix2pix U-Net trained with L1 only (no G
 
 * **Split**: :func:`mangacolor.data.split_files` by a hash of each file name (``--val-fraction``,
   the split ``train-color --val-fraction`` makes too). The trainers read ``OUT/train``, links to the
-  training files only, so no model ever sees a held-out image.
+  training files only, so no model ever sees a held-out image. ``OUT/train``, ``OUT/heldout`` and
+  ``OUT/pred`` are rebuilt to the current split on every call (nothing of an earlier split is left
+  there), and OUT may not lie inside DATA nor DATA inside OUT.
 * **Scale**: everything happens at ``--size``: training images are resized to that long side and
   cropped to ``--size`` squares, the held-out truth is resized to that long side, and the models
   run at that working size.
@@ -25,7 +27,11 @@ itself (no colour at all) and the plain pix2pix U-Net trained with L1 only (no G
   unrelated picture, not the answer).
 
 Writes ``OUT/results.md`` (markdown table, also printed), ``OUT/results.json``, contact sheets in
-``OUT/sheets/`` and every run, prediction and evaluation under ``OUT/``. Usage::
+``OUT/sheets/`` and every run, prediction and evaluation under ``OUT/``. A row whose training,
+colorizing or scoring failed (a held-out image without a readable prediction counts as failed) says
+why in the table, and the exit status is then 1. An OUT that already holds a comparison (``runs/`` or
+``probe/``) is refused: give another OUT, or ``--overwrite`` to delete the earlier one first (the
+budgets are wall-clock times on one machine, so a comparison is not resumed). Usage::
 
     python benchmarks/compare_archs.py DATA OUT --minutes 10 --size 256 --vgg-weights vgg16.safetensors
     python benchmarks/compare_archs.py DATA OUT --minutes 2.5 --size 128 --preset small   # CPU scale
@@ -38,6 +44,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -65,6 +72,8 @@ SMALL: dict[str, dict[str, Any]] = {
 }
 """Per-architecture configs of ``--preset small``; ``resnet-unet`` keeps ResNet50's block counts."""
 
+OWN_FOLDERS = ("train", "heldout", "pred", "probe", "runs", "results", "sheets", "results.md", "results.json")
+"""What this script writes under OUT; ``--overwrite`` deletes these and nothing else."""
 BASELINE_INPUT = "input (no colour)"
 BASELINE_L1 = "unet (L1 only)"
 PROBE_WARMUP = 2
@@ -89,19 +98,39 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _remove(path: Path) -> None:
+    """Delete one of this script's own files or folders under OUT (a link is removed, never followed)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
 def _link_training_files(files: list[Path], root: Path, out: Path) -> Path:
-    """``OUT/train``: links to the training files only, so the trainer never sees a held-out image."""
+    """``OUT/train``: links to the training files only, so the trainer never sees a held-out image.
+
+    The folder is made anew: links of an earlier call (another split) do not survive.
+    """
     train_root = out / "train"
+    _remove(train_root)
     for path in files:
         link = train_root / path.relative_to(root)
         link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            os.symlink(path.resolve(), link)
+        os.symlink(path.resolve(), link)
+    train_root.mkdir(parents=True, exist_ok=True)
     return train_root
 
 
 def _prepare_heldout(files: list[Path], root: Path, out: Path, size: int, lines_method: str) -> list[str]:
-    """Truth at ``size`` (long side) plus its luma and line inputs under ``OUT/heldout/``."""
+    """Truth at ``size`` (long side) plus its luma and line inputs under ``OUT/heldout/``.
+
+    ``OUT/heldout`` is made anew, so it holds the current held-out images and nothing else.
+    """
+    _remove(out / "heldout")
     names = []
     for path in files:
         name = path.relative_to(root).with_suffix("").as_posix()
@@ -173,8 +202,9 @@ def _colorize(
     size: int,
     merge: str,
     line_model: Path | None = None,
+    device: str = "auto",
 ) -> None:
-    """Colorize every held-out input with the inference engine's :class:`Translator`.
+    """Colorize every held-out input with the inference engine's :class:`Translator` on ``device``.
 
     With ``line_model``, line-art pages go to it as ``colorize --line-model`` sends them
     (:class:`mangacolor.inference.PageRouter`).
@@ -184,12 +214,12 @@ def _colorize(
     from mangacolor.training.loop import resolve_device
 
     if line_model is not None:
-        router = load_colorizer(model, line_model, size=size, merge=merge)
+        router = load_colorizer(model, line_model, device=device, size=size, merge=merge)
         for name in names:
             write_image(pred / f"{name}.png", router(read_image(inputs / f"{name}.png", mode=None))[0])
         return
     net, info = checkpoint.load(model, device="cpu")
-    device = resolve_device("auto")
+    device = resolve_device(device)
     needs_reference = bool(getattr(net, "needs_reference", False))
     translator = None if needs_reference else Translator(net, info, device, size=size, merge=merge)
     for i, name in enumerate(names):
@@ -206,7 +236,38 @@ def _copy_inputs(inputs: Path, names: list[str], pred: Path) -> None:
         write_image(pred / f"{name}.png", cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB))
 
 
+def _unscored(report: dict[str, Any]) -> str:
+    """Why some held-out images have no score ('' when every one has): missing or unreadable files."""
+    missing, unreadable = report["missing"], report["unreadable"]
+    if not missing and not unreadable:
+        return ""
+    total = report["evaluated"] + len(missing) + len(unreadable)
+    parts = [f"{len(missing)} without a prediction (e.g. {missing[0]})"] if missing else []
+    if unreadable:
+        parts.append(f"{len(unreadable)} unreadable (e.g. {unreadable[0]['path']}: {unreadable[0]['reason']})")
+    return f"{total - report['evaluated']} of {total} held-out images not scored: {'; '.join(parts)}"
+
+
+def input_baseline(kind: str, inputs: Path, names: list[str], out: Path, args: argparse.Namespace) -> Entry:
+    """The row of the held-out inputs themselves scored as predictions (the floor a model must beat)."""
+    entry = Entry(kind, BASELINE_INPUT)
+    pred = out / "pred" / kind / "input"
+    try:
+        _copy_inputs(inputs, names, pred)
+        _evaluate(entry, pred, out, args)
+    except (MangacolorError, ValueError, RuntimeError) as exc:
+        entry.error = _first_line(exc)
+    if entry.error:
+        _log(f"   {kind} / {BASELINE_INPUT} failed: {entry.error}")
+    return entry
+
+
 def _evaluate(entry: Entry, pred: Path, out: Path, args: argparse.Namespace) -> None:
+    """Score ``pred`` against the held-out truth into ``entry``.
+
+    A held-out image without a readable prediction fails the entry: its means would be over other
+    images than the other rows'. The missing and unreadable files are kept in ``entry.metrics``.
+    """
     tag = f"{entry.inputs}_{entry.model}".replace(" ", "_").replace("(", "").replace(")", "")
     sheet = out / "sheets" / f"{tag}.png"
     result = evaluate_folders(
@@ -226,31 +287,87 @@ def _evaluate(entry: Entry, pred: Path, out: Path, args: argparse.Namespace) -> 
     report = result.to_json()
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "results" / f"{tag}.json").write_text(json.dumps(report, indent=2))
-    entry.metrics = report["mean"] | {"notes": report["notes"], "evaluated": report["evaluated"]}
+    entry.metrics = report["mean"] | {k: report[k] for k in ("notes", "evaluated", "missing", "unreadable")}
+    if report["sheet_error"]:
+        entry.metrics["sheet_error"] = report["sheet_error"]
     entry.sheet = str(sheet.relative_to(out))
+    entry.error = _unscored(report)
 
 
-def split_and_prepare(args: argparse.Namespace) -> tuple[int, Path, list[str]] | None:
-    """Split ``args.data`` by file-name hash, link the training files, make the held-out truth and inputs.
+def split_data(args: argparse.Namespace) -> tuple[list[Path], list[Path]] | None:
+    """The first ``args.limit`` images of ``args.data`` split by file-name hash: (training, held out).
 
-    Returns:
-        (number of training files, the training folder, held-out names), or ``None`` (logged) when
-        ``args.data`` cannot be listed or fewer than 2 images are held out.
+    Writes nothing. Returns ``None`` (logged) when OUT and DATA overlap, ``args.data`` cannot be
+    listed or fewer than 2 images are held out.
     """
+    data, out = args.data.resolve(), args.out.resolve()
+    if out.is_relative_to(data) or data.is_relative_to(out):
+        _log(f"error: {args.out} and {args.data}: OUT may not lie inside DATA nor DATA inside OUT; give another OUT")
+        return None
     try:
         files = list(list_images(args.data))[: args.limit]
     except MangacolorError as exc:
         _log(f"error: {exc}")
         return None
-    args.out.mkdir(parents=True, exist_ok=True)
     train_files, held = split_files(files, args.val_fraction)
+    _log(f"{len(files)} images: {len(train_files)} for training, {len(held)} held out")
+    if len(held) < 2:
+        _log("error: need at least 2 held-out images; raise --limit or --val-fraction")
+        return None
+    return train_files, held
+
+
+def split_record(args: argparse.Namespace, train_files: list[Path]) -> dict[str, Any]:
+    """What a training on this split saw: DATA, --val-fraction, --limit and the training files' names."""
+    return {
+        "data": str(args.data.resolve()),
+        "val_fraction": args.val_fraction,
+        "limit": args.limit,
+        "train_files": sorted(p.relative_to(args.data).as_posix() for p in train_files),
+    }
+
+
+def prepare_split(
+    args: argparse.Namespace, train_files: list[Path], held: list[Path]
+) -> tuple[int, Path, list[str]] | None:
+    """Link the training files into ``OUT/train``, make the held-out truth and inputs, empty ``OUT/pred``.
+
+    All three folders are made anew, so they hold exactly this split: nothing of an earlier call's
+    split is trained on, colorized or scored.
+
+    Returns:
+        (number of training files, the training folder, held-out names), or ``None`` (logged) when
+        fewer than 2 held-out images could be read.
+    """
+    args.out.mkdir(parents=True, exist_ok=True)
+    _remove(args.out / "pred")
     data = _link_training_files(train_files, args.data, args.out)
     names = _prepare_heldout(held, args.data, args.out, args.size, args.lines_method)
-    _log(f"{len(files)} images: {len(train_files)} for training, {len(names)} held out")
     if len(names) < 2:
-        _log("need at least 2 held-out images; raise --limit or --val-fraction")
+        _log(f"error: only {len(names)} held-out image(s) could be read; need at least 2")
         return None
     return len(train_files), data, names
+
+
+def split_and_prepare(args: argparse.Namespace) -> tuple[int, Path, list[str]] | None:
+    """Split ``args.data`` by file-name hash (:func:`split_data`) and prepare OUT for it (:func:`prepare_split`).
+
+    Returns:
+        (number of training files, the training folder, held-out names), or ``None`` (logged).
+    """
+    split = split_data(args)
+    return None if split is None else prepare_split(args, *split)
+
+
+def device_problem(args: argparse.Namespace) -> str:
+    """Why ``args.device`` cannot be used ('' when it can); ``auto`` is replaced by the device it picks."""
+    from mangacolor.training.loop import resolve_device
+
+    try:
+        args.device = str(resolve_device(args.device))
+    except MangacolorError as exc:
+        return str(exc)
+    return ""
 
 
 def write_results(args: argparse.Namespace, n_train: int, names: list[str], entries: list[Entry], table: str) -> None:
@@ -258,7 +375,7 @@ def write_results(args: argparse.Namespace, n_train: int, names: list[str], entr
     (args.out / "results.md").write_text(table + "\n")
     payload = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": describe(str(args.device)).removeprefix("machine: "),
+        "machine": describe(args.device).removeprefix("machine: "),
         "train_images": n_train,
         "heldout_images": len(names),
         "entries": [e.__dict__ for e in entries],
@@ -375,11 +492,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="delete an earlier comparison in OUT first (else it is refused)"
+    )
     args = parser.parse_args(argv)
     if min(args.size, args.batch_size) < 1 or args.minutes <= 0:
         parser.error("--size and --batch-size must be at least 1 and --minutes above 0")
     if not 0 <= args.val_fraction < 1:
         parser.error(f"--val-fraction must be in [0, 1). Got {args.val_fraction}")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be at least 1. Got {args.limit}")
+    if problem := device_problem(args):
+        _log(f"error: {problem}")
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     configs: dict[str, dict[str, Any]] = {}
     for item in args.model_config:
@@ -396,7 +521,18 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown colorize architecture(s) {unknown}; known: {colorizers}")
     out: Path = args.out
-    split = split_and_prepare(args)
+    earlier = [name for name in ("runs", "probe") if (out / name).exists()]
+    if earlier and not args.overwrite:
+        _log(f"error: {out} already holds a comparison ({earlier[0]}/): give another OUT, or --overwrite to replace it")
+        return 2
+    _log(describe(args.device))
+    split = split_data(args)
+    if split is None:
+        return 2
+    if args.overwrite:
+        for name in OWN_FOLDERS:
+            _remove(out / name)
+    split = prepare_split(args, *split)
     if split is None:
         return 2
     n_train, data, names = split
@@ -409,11 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = out / "heldout" / kind
         merge = "luma" if kind == "luma" else "none"
         if not args.no_baselines:
-            entry = Entry(kind, BASELINE_INPUT)
-            pred = out / "pred" / kind / "input"
-            _copy_inputs(inputs, names, pred)
-            _evaluate(entry, pred, out, args)
-            entries.append(entry)
+            entries.append(input_baseline(kind, inputs, names, out, args))
         for label, arch, l1_only in models:
             entry = Entry(kind, label, arch)
             tag = label.replace(" ", "_").replace("(", "").replace(")", "")
@@ -427,16 +559,25 @@ def main(argv: list[str] | None = None) -> int:
                 model, entry.train_s = _train(kwargs, out / "runs" / kind / tag, steps)
                 entry.steps = steps
                 pred = out / "pred" / kind / tag
-                _colorize(model, inputs, out / "heldout" / "truth", names, pred, args.size, merge)
+                _colorize(model, inputs, out / "heldout" / "truth", names, pred, args.size, merge, device=args.device)
                 _evaluate(entry, pred, out, args)
             except (MangacolorError, ValueError, RuntimeError) as exc:
-                entry.error = (str(exc).splitlines() or [type(exc).__name__])[0]
+                entry.error = _first_line(exc)
+            if entry.error:
                 _log(f"   failed: {entry.error}")
             entries.append(entry)
             (out / "results.md").write_text(markdown_table(entries) + "\n")  # partial results survive a stop
 
     write_results(args, n_train, names, entries, markdown_table(entries))
-    return 0
+    return exit_status(entries)
+
+
+def exit_status(entries: list[Entry]) -> int:
+    """1 (logged) when any row failed, else 0: a table with failed rows is not a finished comparison."""
+    failed = [e for e in entries if e.error]
+    if failed:
+        _log(f"error: {len(failed)} of {len(entries)} rows failed (see the table)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -21,13 +21,17 @@ pages (:func:`_make_tone_heldout`), colorized with ``--merge-tone`` (default ``a
 
 Writes ``OUT/results.md`` (also printed), ``OUT/results.json``, contact sheets in ``OUT/sheets/``
 and every run, prediction and evaluation under ``OUT/``. Running it again on the same ``OUT`` reuses
-the finished trainings (``OUT/runs/KIND/train.json``, which records the training settings; a call
-with other settings is refused) and scores them again, e.g. with another ``--merge-lines``; a
-training cut short starts over. ``--train-config`` sets any other ``train-color`` field (learning
-rates and schedule, loss weights, ``load_size`` to crop from larger images). ``--score-model
-NAME=CHECKPOINT`` scores a colorizer trained elsewhere (the shipped default, a long GPU run) in the
-same table; ``--line-model NAME=LINES`` pairs it with a line-art model, page by page, as ``colorize
---line-model`` does. Usage::
+the finished trainings (``OUT/runs/KIND/train.json``, which records the training settings and the
+split: DATA, ``--val-fraction``, ``--limit`` and the training files' names) and scores them again,
+e.g. with another ``--merge-lines``; a call with other settings or another split is refused before
+anything is written (a model must never be scored on images it was trained on), and a training cut
+short starts over. ``OUT/train``, ``OUT/heldout`` and ``OUT/pred`` are rebuilt to the current split on
+every call. A row that failed says why in the table, and the exit status is then 1.
+
+``--train-config`` sets any other ``train-color`` field (learning rates and schedule, loss weights,
+``load_size`` to crop from larger images). ``--score-model NAME=CHECKPOINT`` scores a colorizer
+trained elsewhere (the shipped default, a long GPU run) in the same table; ``--line-model
+NAME=LINES`` pairs it with a line-art model, page by page, as ``colorize --line-model`` does. Usage::
 
     python benchmarks/compare_inputs.py DATA OUT --steps 20000 --size 256 --vgg-weights vgg16.safetensors
     python benchmarks/compare_inputs.py DATA OUT --steps 900 --size 128 --batch-size 16 \\
@@ -49,18 +53,23 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import cv2
 from compare_archs import (
-    BASELINE_INPUT,
     Entry,
     _colorize,
-    _copy_inputs,
     _evaluate,
+    _first_line,
     _log,
     _train,
     common_train_kwargs,
+    device_problem,
+    exit_status,
+    input_baseline,
     markdown_table,
-    split_and_prepare,
+    prepare_split,
+    split_data,
+    split_record,
     write_results,
 )
+from machine import describe
 
 from mangacolor.errors import MangacolorError
 from mangacolor.models import get_spec, list_models
@@ -120,11 +129,11 @@ def _make_tone_heldout(out: Path, names: list[str]) -> int:
     return ink_pages
 
 
-def _make_scans(model: Path, data: Path, out: Path) -> Path:
+def _make_scans(model: Path, data: Path, out: Path, device: str = "auto") -> Path:
     """Synthetic scans of the training images (same names), as ``mangacolor scan`` writes them."""
     from mangacolor.inference import FolderOptions, Translator, run_folder
 
-    translator = Translator.from_checkpoint(model, merge="none")
+    translator = Translator.from_checkpoint(model, device=device, merge="none")
     if translator.info.task != "scan":
         raise MangacolorError(f"{model}: a {translator.info.task} model, not a scan generator (train-scan)")
     scans = out / "scans"
@@ -152,6 +161,32 @@ def _train_kwargs(args: argparse.Namespace, data: Path, kind: str, scans: Path |
 def _settings(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The training settings a finished run is reused for: all but where and on what it ran."""
     return json.loads(json.dumps({k: v for k, v in kwargs.items() if k not in UNRECORDED}, default=str))
+
+
+def _reuse_problem(run: Path, steps: int, settings: dict[str, Any], split: dict[str, Any]) -> str | None:
+    """Whether the finished training in ``run`` can be reused: ``None`` when there is none to reuse,
+    '' when it can, else why not (other steps, settings or split; a split it does not record)."""
+    done = run / "train.json"
+    if not (done.exists() and (run / "model.safetensors").exists()):
+        return None
+    record = json.loads(done.read_text())
+    if record["steps"] != steps:
+        return f"{run} was trained for {record['steps']} steps, not {steps}: give another OUT"
+    before = record.get("settings", {})
+    changed = sorted(k for k in before.keys() | settings.keys() if before.get(k) != settings.get(k))
+    if before and changed:
+        return f"{run} was trained with other {', '.join(changed)}: give another OUT"
+    was = record.get("split")
+    if was is None:
+        return f"{run} does not record the split it was trained on (it may have seen held-out images): give another OUT"
+    if (was.get("data"), was.get("train_files")) != (split["data"], split["train_files"]):
+        return (
+            f"{run} was trained on another split ({len(was.get('train_files', []))} training images of "
+            f"{was.get('data')}, --val-fraction {was.get('val_fraction')}, --limit {was.get('limit')}; now "
+            f"{len(split['train_files'])} of {split['data']}, --val-fraction {split['val_fraction']}, "
+            f"--limit {split['limit']}) and may have seen held-out images: give another OUT"
+        )
+    return ""
 
 
 def _of_type(value: Any, hint: Any) -> bool:
@@ -333,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--size, --batch-size and --steps must be at least 1")
     if not 0 <= args.val_fraction < 1:
         parser.error(f"--val-fraction must be in [0, 1). Got {args.val_fraction}")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be at least 1. Got {args.limit}")
+    if problem := device_problem(args):
+        _log(f"error: {problem}")
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.model_config = json.loads(args.model_config)
@@ -355,28 +395,50 @@ def main(argv: list[str] | None = None) -> int:
     needs_scans = bool(set(args.train_inputs) & set(SCAN_INPUTS))
     if needs_scans and args.scan_model is None:
         parser.error("--train-inputs scans and scans+lines need --scan-model (a train-scan checkpoint)")
+    if needs_scans:
+        from mangacolor.checkpoint import read_info
+
+        try:
+            task = read_info(args.scan_model).task
+        except MangacolorError as exc:
+            parser.error(f"--scan-model: {exc}")
+        if task != "scan":
+            parser.error(f"--scan-model: {args.scan_model}: a {task} model, not a scan generator (train-scan)")
 
     out: Path = args.out
-    split = split_and_prepare(args)
+    _log(describe(args.device))
+    split = split_data(args)
+    if split is None:
+        return 2
+    record = split_record(args, split[0])
+    data, scans = out / "train", out / "scans" if needs_scans else None
+    reuse: dict[str, bool] = {}
+    for kind in args.train_inputs:  # before anything is written: a refused call leaves OUT as it was
+        settings = _settings(_train_kwargs(args, data, kind, scans))
+        problem = _reuse_problem(out / "runs" / kind, args.steps, settings, record)
+        if problem:
+            _log(f"error: {problem}")
+            return 2
+        reuse[kind] = problem == ""
+    split = prepare_split(args, *split)
     if split is None:
         return 2
     n_train, data, names = split
-    scans = _make_scans(args.scan_model, data, out) if needs_scans else None
+    if needs_scans:
+        try:
+            scans = _make_scans(args.scan_model, data, out, args.device)
+        except MangacolorError as exc:  # e.g. OUT/scans made by another scan generator
+            _log(f"error: {_first_line(exc)}")
+            return 1
 
     models: dict[str, tuple[Path | None, int, float, str]] = {}  # kind -> (model, steps, seconds, error)
     for kind in args.train_inputs:
         run = out / "runs" / kind
         done = run / "train.json"
         kwargs = _train_kwargs(args, data, kind, scans)
-        if done.exists() and (run / "model.safetensors").exists():  # a finished training of an earlier call
-            record = json.loads(done.read_text())
-            if record["steps"] != args.steps:
-                raise SystemExit(f"{run} was trained for {record['steps']} steps, not {args.steps}: give another OUT")
-            before, now = record.get("settings", {}), _settings(kwargs)
-            changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-            if before and changed:
-                raise SystemExit(f"{run} was trained with other {', '.join(changed)}: give another OUT")
-            models[kind] = (run / "model.safetensors", record["steps"], record["seconds"], "")
+        if reuse[kind]:  # a finished training of an earlier call, on the same split with the same settings
+            finished = json.loads(done.read_text())
+            models[kind] = (run / "model.safetensors", finished["steps"], finished["seconds"], "")
             _log(f"== {kind}: reusing the finished training in {run}")
             continue
         if run.exists():  # cut short in an earlier call: start over
@@ -386,10 +448,11 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             path, seconds = _train(kwargs, run, args.steps)
             models[kind] = (path, args.steps, seconds, "")
-            done.write_text(json.dumps({"steps": args.steps, "seconds": seconds, "settings": _settings(kwargs)}))
+            finished = {"steps": args.steps, "seconds": seconds, "settings": _settings(kwargs), "split": record}
+            done.write_text(json.dumps(finished))
             _log(f"   {seconds / 60:.1f} min ({time.perf_counter() - start:.0f} s with set-up)")
         except (MangacolorError, ValueError, RuntimeError) as exc:
-            models[kind] = (None, 0, 0.0, (str(exc).splitlines() or [type(exc).__name__])[0])
+            models[kind] = (None, 0, 0.0, _first_line(exc))
             _log(f"   failed: {models[kind][3]}")
 
     for name, path in scored.items():
@@ -402,24 +465,25 @@ def main(argv: list[str] | None = None) -> int:
     for held_kind in args.heldout:
         inputs = out / "heldout" / held_kind
         merge = {"luma": "luma", "lines": args.merge_lines, "tone": args.merge_tone}[held_kind]
-        entry = Entry(held_kind, BASELINE_INPUT)
-        pred = out / "pred" / held_kind / "input"
-        _copy_inputs(inputs, names, pred)
-        _evaluate(entry, pred, out, args)
-        entries.append(entry)
+        entries.append(input_baseline(held_kind, inputs, names, out, args))
         for kind, (path, steps, seconds, error) in models.items():
             entry = Entry(held_kind, kind, args.arch, steps=steps, train_s=seconds, error=error)
             if path is not None:
                 _log(f"== scoring the {kind} model on held-out {held_kind}")
                 pred = out / "pred" / held_kind / kind
                 truth = out / "heldout" / "truth"
-                _colorize(path, inputs, truth, names, pred, args.size, merge, line_models.get(kind))
-                _evaluate(entry, pred, out, args)
+                try:
+                    _colorize(path, inputs, truth, names, pred, args.size, merge, line_models.get(kind), args.device)
+                    _evaluate(entry, pred, out, args)
+                except (MangacolorError, ValueError, RuntimeError) as exc:
+                    entry.error = _first_line(exc)
+                if entry.error:
+                    _log(f"   failed: {entry.error}")
             entries.append(entry)
             (out / "results.md").write_text(results_table(entries) + "\n")  # partial results survive a stop
 
     write_results(args, n_train, names, entries, results_table(entries))
-    return 0
+    return exit_status(entries)
 
 
 if __name__ == "__main__":

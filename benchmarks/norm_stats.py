@@ -45,15 +45,26 @@ def use_image_statistics(model: torch.nn.Module) -> int:
     return len(layers)
 
 
-def score(model_path: Path, truth: Path, inputs: Path, size: int | None, limit: int | None) -> dict[str, float]:
-    """Mean PSNR and colourfulness ratio of the raw outputs on ``inputs`` with running statistics and,
-    where the model has batch norm, with each image's own statistics (keys ``running``, ``image``,
-    ``colour_running``, ``colour_image``)."""
+def match(truth: Path, inputs: Path, limit: int | None) -> list[tuple[Path, Path]]:
+    """(input, truth) files of ``inputs`` and ``truth`` matched by stem, the first ``limit`` of them.
+
+    Raises:
+        MangacolorError: a folder cannot be listed, or no file name matches.
+    """
     truths = {p.stem: p for p in list_images(truth)}
     pairs = [(p, truths[p.stem]) for p in list_images(inputs) if p.stem in truths][:limit]
     if not pairs:
         raise MangacolorError(f"{inputs}: no image matches one in {truth} by name")
-    results: dict[str, float] = {}
+    return pairs
+
+
+def score(model_path: Path, truth: Path, inputs: Path, size: int | None, limit: int | None) -> dict[str, float | None]:
+    """Mean PSNR and colourfulness ratio of the raw outputs on ``inputs`` with running statistics and,
+    where the model has batch norm, with each image's own statistics (keys ``running``, ``image``,
+    ``colour_running``, ``colour_image``). A colourfulness ratio is ``None`` when the truth has no
+    colour (as ``mangacolor evaluate`` reports it)."""
+    pairs = match(truth, inputs, limit)
+    results: dict[str, float | None] = {}
     for mode in ("running", "image"):
         net, info = checkpoint.load(model_path)
         translator = Translator(net, info, "cpu", size=size, merge="none")
@@ -68,7 +79,7 @@ def score(model_path: Path, truth: Path, inputs: Path, size: int | None, limit: 
                 colour_truth.append(colourfulness(truth))
         results[mode] = float(np.mean(values))
         truth_colour = float(np.mean(colour_truth))
-        results[f"colour_{mode}"] = float(np.mean(colour_pred)) / truth_colour if truth_colour > 0 else float("nan")
+        results[f"colour_{mode}"] = float(np.mean(colour_pred)) / truth_colour if truth_colour > 0 else None
     results["images"] = len(pairs)
     return results
 
@@ -81,6 +92,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=None, help="working size (default: the checkpoint's)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N images of each folder")
     args = parser.parse_args(argv)
+    if args.size is not None and args.size < 1:
+        parser.error(f"--size must be at least 1. Got {args.size}")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be at least 1. Got {args.limit}")
+    try:  # everything that can be refused, before the table starts
+        if (task := checkpoint.read_info(args.model).task) != "colorize":
+            raise MangacolorError(f"{args.model}: a {task} model, not a colorizer")
+        for inputs in args.inputs:
+            match(args.truth, inputs, args.limit)
+    except MangacolorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    from machine import describe  # beside this script (run as a script, not imported as a module)
+
+    print(describe("cpu"))
     print(
         "| inputs | images | PSNR, running statistics | PSNR, each image's own statistics "
         "| colourfulness ratio, running | colourfulness ratio, own |"
@@ -90,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         for inputs in args.inputs:
             r = score(args.model, args.truth, inputs, args.size, args.limit)
             own = f"{r['image']:.2f}" if "image" in r else "– (no batch norm)"
-            own_colour = f"{r['colour_image']:.2f}" if "image" in r else "–"
+            own_colour = _ratio(r["colour_image"]) if "image" in r else "–"
             print(
-                f"| {inputs.name} | {r['images']:.0f} | {r['running']:.2f} | {own} | {r['colour_running']:.2f} "
+                f"| {inputs.name} | {r['images']:.0f} | {r['running']:.2f} | {own} | {_ratio(r['colour_running'])} "
                 f"| {own_colour} |",
                 flush=True,
             )
@@ -100,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _ratio(value: float | None) -> str:
+    """A colourfulness ratio to 2 places; '–' where the truth has no colour."""
+    return "–" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

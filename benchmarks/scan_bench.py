@@ -206,9 +206,15 @@ def main() -> int:
     from mangacolor.checkpoint import read_info
     from mangacolor.errors import MangacolorError
 
-    try:  # before any timing: a colorizer given as the scan model, a missing checkpoint
+    try:  # before any timing: a colorizer given as the scan model or the reverse, a missing checkpoint
         if args.model and args.model != "oracle" and (task := read_info(args.model).task) != "scan":
             raise MangacolorError(f"{args.model}: a {task} model, not a scan generator (train-scan)")
+        if args.part in ("pages", "all"):
+            from mangacolor.inference import default_model_path
+
+            color_model = args.color_model or default_model_path()
+            if (task := read_info(color_model).task) != "colorize":
+                raise MangacolorError(f"{color_model}: a {task} model, not a colorizer (--color-model)")
         torch.set_num_threads(torch.get_num_threads())
         print(describe(args.device), flush=True)
         if args.part in ("step", "all"):

@@ -16,6 +16,7 @@ achieved TFLOP/s (FLOPs counted by torch's FlopCounterMode) next to the card's p
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -84,6 +85,19 @@ def make_step(arch: str, disc: str, device: torch.device, channels_last: bool, a
     return step
 
 
+def size_problem(arch: str, disc: str, size: int) -> str:
+    """Why ``arch`` against ``disc`` cannot train at ``size`` px ('' when it can): the generator's
+    size multiple (one halving per level) or the discriminator's smallest input."""
+    g = create_model(arch)
+    d = create_model(disc, in_channels=g.config.in_channels + 3)
+    multiple, smallest = int(getattr(g, "size_multiple", 1)), int(getattr(d, "min_input_size", 1))
+    if size % multiple:
+        return f"{arch} needs a multiple of {multiple} (one halving per level)"
+    if size < smallest:
+        return f"{disc} needs at least {smallest}"
+    return ""
+
+
 def _batch(
     args: argparse.Namespace, device: torch.device, fmt: torch.memory_format
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +138,7 @@ def bench(
     return {"images_per_s": args.batch_size / dt, "tflops": flops / dt / 1e12 if flops else None}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", nargs="*", default=None, help="generators (default: every colorizer)")
     parser.add_argument(
@@ -146,13 +160,15 @@ def main() -> None:
     if args.disc and args.disc not in [s.name for s in list_models("discriminator")]:
         parser.error(f"--disc {args.disc}: not a discriminator")
     try:
-        resolve_device(args.device)
+        args.device = str(resolve_device(args.device))  # auto: the device it picks
     except MangacolorError as exc:
         parser.error(str(exc))
     if args.arch or args.disc:
         rows = [(a, args.disc or "patchgan") for a in args.arch or [s.name for s in list_models("colorize")]]
     else:
         rows = [(s.name, "patchgan") for s in list_models("colorize")] + [("unet", "patchgan-ms")]
+    if problems := [p for arch, disc in rows if (p := size_problem(arch, disc, args.size))]:
+        parser.error(f"--size {args.size}: {'; '.join(dict.fromkeys(problems))}")
     variants = [("fp32", False, False, False)]
     if args.device.startswith("cuda"):
         variants += [
@@ -163,18 +179,23 @@ def main() -> None:
     print(describe(args.device))
     print(f"device {args.device}, {args.size}x{args.size}, batch {args.batch_size}, G+D forward+backward")
     print(f"{'generator':<16} {'discriminator':<13} {'variant':<16} {'images/s':>9} {'TFLOP/s':>8} {'% peak':>7}")
+    failed = 0
     for arch, disc in rows:
         flops = count_flops(arch, disc, args) if args.device.startswith("cuda") else 0
         for name, cl, amp, comp in variants:
             try:
                 r = bench(arch, disc, args, cl, amp, comp, flops)
             except Exception as exc:  # report and go on: one architecture must not hide the others
-                print(f"{arch:<16} {disc:<13} {name:<16} failed: {str(exc).splitlines()[0][:80]}")
+                print(f"{arch:<16} {disc:<13} {name:<16} failed: {(str(exc).splitlines() or [repr(exc)])[0][:80]}")
+                failed += 1
                 continue
             tf = f"{r['tflops']:.1f}" if r["tflops"] else "-"
             pct = f"{100 * r['tflops'] / args.peak_tflops:.0f}%" if r["tflops"] and args.peak_tflops else "-"
             print(f"{arch:<16} {disc:<13} {name:<16} {r['images_per_s']:>9.2f} {tf:>8} {pct:>7}", flush=True)
+    if failed:
+        print(f"error: {failed} row(s) failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
