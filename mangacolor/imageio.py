@@ -41,6 +41,11 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 Image.MAX_IMAGE_PIXELS = None
 
 
+def real_path(path: str | Path) -> Path:
+    """``path`` with links resolved; a looping link is left as it is instead of raising (Python 3.11)."""
+    return Path(os.path.realpath(path))
+
+
 def folder_error_reason(exc: OSError) -> str:
     """Why a folder could not be created or used, in a few words: a file in the way, or the system's reason."""
     if isinstance(exc, (FileExistsError, NotADirectoryError)):

@@ -48,6 +48,7 @@ from mangacolor.imageio import (
     keep_record,
     list_images,
     read_image,
+    real_path,
     to_tensor,
     to_uint8,
 )
@@ -421,11 +422,6 @@ _READ_ONLY_EXTENSIONS = frozenset({".gif", ".ico", ".psd", ".jp2", ".tga", ".pbm
 """Image endings mangacolor cannot write: an output path with one is refused, not made a folder."""
 
 
-def _real(path: Path) -> Path:
-    """``path`` with links resolved; a looping link is left as it is instead of raising (Python 3.11)."""
-    return Path(os.path.realpath(path))
-
-
 OUTPUT_MARK = ".mangacolor-output"
 """Hidden file marking an output folder made inside its input folder, so a rerun knows the images in it
 are outputs (left out of the input) and not pages of the user's."""
@@ -433,7 +429,7 @@ are outputs (left out of the input) and not pages of the user's."""
 
 def _output_inside_input(in_root: Path, out_root: Path) -> bool:
     """Whether the output folder lies strictly inside the input folder."""
-    return in_root.is_dir() and _real(in_root) in _real(out_root).parents
+    return in_root.is_dir() and real_path(in_root) in real_path(out_root).parents
 
 
 def _check_roots(in_root: Path, out_root: Path) -> None:
@@ -450,8 +446,8 @@ def _check_roots(in_root: Path, out_root: Path) -> None:
     """
     named = False
     if in_root.is_file():
-        if _real(out_root) == _real(in_root) or (
-            out_root.is_dir() and _real(out_root / in_root.name) == _real(in_root)
+        if real_path(out_root) == real_path(in_root) or (
+            out_root.is_dir() and real_path(out_root / in_root.name) == real_path(in_root)
         ):
             raise MangacolorError(f"{in_root}: the output {out_root} would overwrite this page; choose another output")
         named = _names_image_file(out_root)
@@ -459,7 +455,7 @@ def _check_roots(in_root: Path, out_root: Path) -> None:
             raise MangacolorError(
                 f"{out_root}: cannot write {out_root.suffix} images; use .png, .jpg, .webp, .bmp or .tif"
             )
-    elif _real(out_root) == _real(in_root):
+    elif real_path(out_root) == real_path(in_root):
         raise MangacolorError(f"{out_root}: the output folder is the input folder; choose another output folder")
     if not named and out_root.exists() and not out_root.is_dir():
         raise MangacolorError(f"{out_root}: a file is in the way of the output folder")
@@ -488,10 +484,10 @@ def _check_roots(in_root: Path, out_root: Path) -> None:
 def _walk(in_root: Path, out_root: Path, on_error: Callable[[Path, str], None]) -> Iterator[Path]:
     """Input pages, leaving out anything under the output folder when it lies inside the input."""
     inside = _output_inside_input(in_root, out_root)
-    out_real = _real(out_root)
+    out_real = real_path(out_root)
     for path in list_images(in_root, on_error=on_error):
         if inside:
-            real = _real(path)
+            real = real_path(path)
             if out_real == real or out_real in real.parents:
                 continue
         yield path

@@ -48,6 +48,7 @@ from mangacolor.imageio import (
     keep_record,
     list_images,
     read_image,
+    real_path,
     write_image,
 )
 from mangacolor.report import BatchReport, FileResult
@@ -412,11 +413,6 @@ class ImageTask:
         return FileResult(job.source, "done", outputs=list(job.outputs))
 
 
-def _real(path: str | Path) -> Path:
-    """``path`` with links resolved; a looping link is left as it is instead of raising (Python 3.11)."""
-    return Path(os.path.realpath(path))
-
-
 def check_output_root(input_root: Path, output_root: Path) -> None:
     """Refuse an output folder that is, or lies inside, an input folder (the walk would find the outputs),
     or that cannot be created; create it (not for an input that does not exist).
@@ -426,7 +422,7 @@ def check_output_root(input_root: Path, output_root: Path) -> None:
     """
     if not input_root.exists():
         raise ImageReadError(input_root, "no such file or directory")
-    inp, out = _real(input_root), _real(output_root)
+    inp, out = real_path(input_root), real_path(output_root)
     if out == inp or inp in out.parents:
         raise MangacolorError(f"{output_root}: the output folder must not be, or lie inside, the input {input_root}")
     make_output_root(output_root)
@@ -503,14 +499,14 @@ class InputGuard:
 
     @classmethod
     def of(cls, output_root: str | Path, input_roots: Iterable[str | Path]) -> InputGuard:
-        out = _real(output_root)
-        resolved = ((_real(root), Path(root)) for root in input_roots)
+        out = real_path(output_root)
+        resolved = ((real_path(root), Path(root)) for root in input_roots)
         return cls(tuple((real, given) for real, given in resolved if out in real.parents))
 
     def error(self, outputs: Iterable[str | Path]) -> str:
         """Why a job that writes ``outputs`` must not run, or ``""``."""
         for output in outputs if self.inputs else ():
-            target = _real(output)
+            target = real_path(output)
             for real, given in self.inputs:
                 if target == real or real in target.parents:
                     return f"its output {output} would overwrite the input {given}; choose another output folder"
@@ -537,8 +533,8 @@ def image_jobs(
     unlisted: list[tuple[Path, str]] = []
     same_stem = SameStemFinder() if output_format != "same" else None
 
-    out_real = _real(output_root)
-    input_in_output = out_real in _real(input_root).parents  # ``split data/A data``: every input is in there
+    out_real = real_path(output_root)
+    input_in_output = out_real in real_path(input_root).parents  # ``split data/A data``: every input is in there
 
     def key_of(path: Path) -> str:
         return path.relative_to(input_root).as_posix() if input_root.is_dir() else path.name
@@ -547,7 +543,7 @@ def image_jobs(
         while unlisted:
             folder, reason = unlisted.pop(0)
             yield Job(str(folder), (), key_of(folder), error=reason)
-        if not input_in_output and out_real in _real(source).parents:  # a linked folder leads into the output
+        if not input_in_output and out_real in real_path(source).parents:  # a linked folder leads into the output
             yield Job(str(source), (), key_of(source), skip="in the output folder (through a link); left out")
             continue
         out = output_path(source, input_root, output_root, output_format)

@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mangacolor.errors import MangacolorError
-from mangacolor.imageio import folder_error_reason
+from mangacolor.imageio import folder_error_reason, real_path
 from mangacolor.training.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -610,11 +610,11 @@ def check_run_folder_free(run_dir: str | Path, resume: bool, data: Sequence[str 
     run_path = Path(run_dir)
     if run_path.exists() and not run_path.is_dir():
         raise MangacolorError(f"{run_path}: cannot use as a run folder (a file is in the way)")
-    run_real = Path(os.path.realpath(run_path))
+    run_real = real_path(run_path)
     for folder in data:
         if folder is None or not Path(folder).is_dir():
             continue
-        real = Path(os.path.realpath(folder))
+        real = real_path(folder)
         if run_real == real or real in run_real.parents:
             raise MangacolorError(
                 f"{run_path}: the run folder lies in the training data {folder} (its samples would be read as "
