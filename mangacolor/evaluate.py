@@ -749,6 +749,19 @@ def _check_sheet_target(sheet: Path, matching: Matching, inputs: str | None, roo
         raise MangacolorError(f"{sheet}: cannot write the contact sheet here: {folder_error_reason(exc)}") from None
 
 
+def _differing_in_case(matching: Matching, pred_root: Path) -> list[str]:
+    """Missing truth names that an unused prediction matches but for letter case (``IMG1.png`` for ``img1``)."""
+    if not matching.missing or not matching.unused or not pred_root.is_dir():
+        return []
+    unused = set()
+    for path in matching.unused:
+        try:
+            unused.add(path.relative_to(pred_root).with_suffix("").as_posix().lower())
+        except ValueError:
+            continue
+    return [name for name in matching.missing if name.lower() in unused]
+
+
 def evaluate_folders(
     config: EvalConfig,
     on_image: Callable[[str], None] | None = None,
@@ -788,9 +801,16 @@ def evaluate_folders(
         ignored_truth=[str(p) for p in matching.ignored_truth],
         ignored_predictions=[str(p) for p in matching.ignored_predictions],
     )
+    near = _differing_in_case(matching, Path(config.pred))
+    if near:
+        result.notes["names"] = (
+            f"{len(near)} missing image(s) have a prediction whose name differs only in case (e.g. {near[0]}); "
+            "names match case-sensitively"
+        )
     if not matching.pairs:
+        hint = f"; {result.notes['names']}" if near else ""
         raise MangacolorError(
-            f"{config.pred}: no prediction matches an image of {config.truth} (files match by relative name stem)"
+            f"{config.pred}: no prediction matches an image of {config.truth} (files match by relative name stem){hint}"
         )
     if on_start is not None:
         on_start(len(matching.pairs))

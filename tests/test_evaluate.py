@@ -458,3 +458,14 @@ def test_ssim_in_bands_is_the_whole_images(monkeypatch):
     whole = ssim_gray(a, b)
     monkeypatch.setattr(evaluate_module, "_SSIM_BAND_PIXELS", 200 * 13)  # bands of 13 rows: 23 of them
     assert abs(ssim_gray(a, b) - whole) < 1e-12
+
+
+def test_names_that_differ_only_in_case_are_pointed_out(tmp_path):
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    _touch_images(truth, ["a.png", "img1.png"])
+    _touch_images(pred, ["a.png", "IMG1.png"])
+    result = evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False))
+    assert result.missing == ["img1"] and "differs only in case (e.g. img1)" in result.notes["names"]
+    (pred / "a.png").unlink()
+    with pytest.raises(MangacolorError, match="names match case-sensitively"):  # nothing matched at all
+        evaluate_folders(EvalConfig(str(pred), str(truth), fid=False, lpips=False))

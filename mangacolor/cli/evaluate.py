@@ -64,6 +64,9 @@ def _print_tables(result, per_image: bool) -> None:
         console.print(f"{len(result.unused)} prediction file(s) match no truth image", highlight=False)
     for name in result.missing:
         console.print(f"[yellow]missing:[/] {escape(name)}: no prediction", highlight=False, soft_wrap=True)
+    for key in ("names", "sheet_inputs"):
+        if key in result.notes:
+            console.print(f"[yellow]note:[/] {escape(result.notes[key])}", highlight=False, soft_wrap=True)
     for path, reason in result.failures:
         console.print(f"[red]unreadable:[/] {escape(path)}: {escape(reason)}", highlight=False, soft_wrap=True)
     for what, paths in (("truth image", result.ignored_truth), ("prediction", result.ignored_predictions)):
