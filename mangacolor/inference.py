@@ -482,14 +482,13 @@ def _check_roots(in_root: Path, out_root: Path) -> None:
 
 
 def _walk(in_root: Path, out_root: Path, on_error: Callable[[Path, str], None]) -> Iterator[Path]:
-    """Input pages, leaving out anything under the output folder when it lies inside the input."""
-    inside = _output_inside_input(in_root, out_root)
+    """Input pages, leaving out anything that lies in the output folder: an output folder inside the
+    input, or a linked folder of the input that leads into it (unless the input itself lies there)."""
     out_real = real_path(out_root)
+    input_in_output = out_real == real_path(in_root) or out_real in real_path(in_root).parents
     for path in list_images(in_root, on_error=on_error):
-        if inside:
-            real = real_path(path)
-            if out_real == real or out_real in real.parents:
-                continue
+        if not input_in_output and out_real in real_path(path).parents:
+            continue
         yield path
 
 

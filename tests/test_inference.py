@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -504,3 +506,12 @@ def test_update_redoes_a_folder_made_otherwise_and_a_stopped_redo_keeps_the_old_
     assert run_folder(other, src, out, FolderOptions(update=True)).counts["done"] == 3  # every page redone
     assert "other.safetensors" in (out / ".mangacolor-colorize.json").read_text()
     assert run_folder(other, src, out).counts["skipped"] == 3
+
+
+def test_a_linked_folder_that_leads_into_the_output_is_not_read(translator, tmp_path):
+    src, out = _pages(tmp_path / "in", 1), tmp_path / "out"
+    out.mkdir()
+    (src / "sub").symlink_to(os.path.relpath(out, src))
+    for _ in range(3):
+        assert run_folder(translator, src, out).failed == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["ch1/p0.png"]
