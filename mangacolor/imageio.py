@@ -13,9 +13,12 @@ import collections
 import functools
 import io
 import json
+import math
 import os
 import stat
+import struct
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -302,6 +305,38 @@ def read_image(path: str | Path, mode: str | None = "RGB", max_pixels: int | Non
     return convert_mode(np.ascontiguousarray(arr), mode)
 
 
+def read_dpi(path: str | Path) -> tuple[float, float] | None:
+    """The print resolution an image file declares, in dots per inch (x, y), as the pixels come out of
+    :func:`read_image` (a quarter-turn EXIF orientation swaps them); ``None`` when the file declares
+    none, declares nonsense, or cannot be read (reading the pixels reports that)."""
+    try:
+        with Image.open(path) as img:
+            dpi = img.info.get("dpi")
+            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # any failure here is read_image's to report
+        return None
+    try:
+        x, y = (float(v) for v in dpi)
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) and 10 <= v <= 65535 for v in (x, y)):  # TIFF without a unit: 1
+        return None
+    x, y = round(x, 2), round(y, 2)
+    return (y, x) if turned else (x, y)
+
+
+def _with_dpi(data: bytes, suffix: str, dpi: tuple[float, float]) -> bytes:
+    """Add the resolution to OpenCV's PNG (a ``pHYs`` chunk after ``IHDR``) or JPEG (the JFIF density)."""
+    if suffix == ".png" and data[12:16] == b"IHDR":
+        per_metre = [max(1, round(v / 0.0254)) for v in dpi]
+        body = b"pHYs" + struct.pack(">IIB", per_metre[0], per_metre[1], 1)
+        chunk = struct.pack(">I", 9) + body + struct.pack(">I", zlib.crc32(body))
+        return data[:33] + chunk + data[33:]  # 8-byte signature, then IHDR: length, type, 13 bytes, CRC
+    if suffix in (".jpg", ".jpeg") and data[2:4] == b"\xff\xe0" and data[6:11] == b"JFIF\x00":
+        return data[:13] + struct.pack(">BHH", 1, *(min(65535, max(1, round(v))) for v in dpi)) + data[18:]
+    return data
+
+
 def convert_mode(image: np.ndarray, mode: str | None) -> np.ndarray:
     """Convert a ``uint8`` (H, W) or (H, W, 3) array to ``mode`` (``"RGB"``, ``"L"`` or ``None``)."""
     if mode is None:
@@ -327,13 +362,15 @@ _PIL_FORMATS = {
 _MAX_SIDE = {".jpg": 65500, ".jpeg": 65500, ".webp": 16383}  # the formats' own limits
 
 
-def encode_image(image: np.ndarray, suffix: str, quality: int = 95) -> bytes:
+def encode_image(image: np.ndarray, suffix: str, quality: int = 95, dpi: tuple[float, float] | None = None) -> bytes:
     """Encode a ``uint8`` (H, W) or (H, W, 3) RGB array into the bytes of an image file.
 
     Args:
         image: the pixels.
         suffix: file ending that picks the format (``.png``, ``.jpg``, ``.webp``, ...).
         quality: JPEG / WebP quality.
+        dpi: print resolution (x, y) to declare, as :func:`read_image`'s source declared it; WebP
+            has no field for it and leaves it out.
     """
     suffix = suffix.lower()
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
@@ -349,11 +386,13 @@ def encode_image(image: np.ndarray, suffix: str, quality: int = 95) -> bytes:
         ok, buf = cv2.imencode(suffix, pixels, params)
         if not ok:
             raise ValueError(f"OpenCV could not encode {suffix}")
-        return buf.tobytes()
+        return buf.tobytes() if dpi is None else _with_dpi(buf.tobytes(), suffix, dpi)
     if suffix not in _PIL_FORMATS:
         raise ValueError(f"unsupported image format {suffix!r}; use one of {sorted(_PIL_FORMATS)}")
     out = io.BytesIO()
-    kwargs = {"quality": quality} if suffix == ".webp" else {}
+    kwargs: dict[str, Any] = {"quality": quality} if suffix == ".webp" else {}
+    if dpi is not None and suffix != ".webp":
+        kwargs["dpi"] = dpi
     Image.fromarray(image).save(out, format=_PIL_FORMATS[suffix], **kwargs)
     return out.getvalue()
 

@@ -47,6 +47,7 @@ from mangacolor.imageio import (
     folder_error_reason,
     keep_record,
     list_images,
+    read_dpi,
     read_image,
     real_path,
     to_tensor,
@@ -388,6 +389,7 @@ class _Job:
     prepared: Prepared | None = None
     error: str = ""
     copy: bool = False
+    dpi: tuple[float, float] | None = None  # the page's print resolution, given to its outputs
 
 
 def output_paths(src: Path, in_root: Path, out_root: Path, options: FolderOptions, num_outputs: int) -> list[Path]:
@@ -595,6 +597,7 @@ def run_folder(
     def load(job: _Job) -> _Job:
         try:
             image = read_image(job.src, mode=None, max_pixels=options.max_pixels or None)
+            job.dpi = read_dpi(job.src)
             if options.copy_color and translator.in_channels == 1 and not options.force and is_color(image):
                 job.copy = True
             else:
@@ -613,7 +616,8 @@ def run_folder(
                 if dst.suffix.lower() == job.src.suffix.lower():
                     data = job.src.read_bytes()
                 else:
-                    data = encode_image(read_image(job.src, mode="RGB", max_pixels=None), dst.suffix, options.quality)
+                    page = read_image(job.src, mode="RGB", max_pixels=None)
+                    data = encode_image(page, dst.suffix, options.quality, dpi=job.dpi)
                 _write(dst, data)
                 result = FileResult(str(job.src), "copied", "already in colour", [str(dst)])
             else:
@@ -621,7 +625,7 @@ def run_folder(
                 written = []
                 for dst, out in zip(job.outputs, outputs, strict=True):
                     full = translator.finish(job.prepared, out)
-                    _write(dst, encode_image(full, dst.suffix, options.quality))
+                    _write(dst, encode_image(full, dst.suffix, options.quality, dpi=job.dpi))
                     written.append(str(dst))
                 result = FileResult(str(job.src), "done", outputs=written)
         except (ImageWriteError, ImageReadError) as exc:

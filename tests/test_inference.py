@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mangacolor import checkpoint
 from mangacolor.color import luma
 from mangacolor.errors import MangacolorError
-from mangacolor.imageio import read_image, write_image
+from mangacolor.imageio import read_dpi, read_image, write_image
 from mangacolor.inference import (
     FolderOptions,
     PageRouter,
@@ -141,6 +142,21 @@ def test_output_format_and_output_inside_input(translator, tmp_path):
     assert read_image(src / "colored" / "ch1" / "p0.jpg").shape == (48, 64, 3)
     again = run_folder(translator, src, src / "colored", FolderOptions(output_format="jpg"))
     assert again.total == 1  # its own outputs are not treated as inputs
+
+
+def test_outputs_keep_the_print_resolution_of_their_page(translator, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(luma(drawing(seed=1))).save(src / "scan.png", dpi=(600, 600))
+    Image.fromarray(drawing(64, 64)).save(src / "colour.tif", dpi=(350, 350))  # copied through, re-encoded
+    write_image(src / "plain.png", luma(drawing(seed=2)))
+    for fmt, ext in (("same", ".png"), ("jpg", ".jpg")):
+        out = tmp_path / f"out_{fmt}"
+        report = run_folder(translator, src, out, FolderOptions(output_format=fmt))
+        assert report.counts["done"] == 2 and report.counts["copied"] == 1
+        assert read_dpi(out / f"scan{ext}") == (600.0, 600.0)
+        assert read_dpi(out / f"colour{'.tif' if fmt == 'same' else ext}") == (350.0, 350.0)
+        assert read_dpi(out / f"plain{ext}") is None
 
 
 def test_single_file_input(translator, tmp_path):
