@@ -250,7 +250,12 @@ def _to_rgb_or_gray(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def read_image(path: str | Path, mode: str | None = "RGB", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(
+    path: str | Path,
+    mode: str | None = "RGB",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    meta: dict[str, Any] | None = None,
+) -> np.ndarray:
     """Read an image file as a ``uint8`` array.
 
     Args:
@@ -259,6 +264,8 @@ def read_image(path: str | Path, mode: str | None = "RGB", max_pixels: int | Non
             keep greyscale files as (H, W) and colour files as (H, W, 3).
         max_pixels: refuse images larger than this many pixels (decompression bombs); ``None``
             for no limit.
+        meta: when given, receives ``"dpi"``: the print resolution (x, y) in dots per inch that the
+            file declares, turned with the pixels, or ``None`` when it declares none.
 
     Returns:
         ``uint8`` array, EXIF orientation applied, transparency composited on white.
@@ -281,6 +288,8 @@ def read_image(path: str | Path, mode: str | None = "RGB", max_pixels: int | Non
                         f"{max_pixels:,} (decompression bomb?)",
                     )
                 img.load()
+                if meta is not None:
+                    meta["dpi"] = _declared_dpi(img)
                 img = ImageOps.exif_transpose(img) or img
                 arr = _to_rgb_or_gray(_to_srgb(img))
     except ImageReadError:
@@ -305,19 +314,14 @@ def read_image(path: str | Path, mode: str | None = "RGB", max_pixels: int | Non
     return convert_mode(np.ascontiguousarray(arr), mode)
 
 
-def read_dpi(path: str | Path) -> tuple[float, float] | None:
-    """The print resolution an image file declares, in dots per inch (x, y), as the pixels come out of
-    :func:`read_image` (a quarter-turn EXIF orientation swaps them); ``None`` when the file declares
-    none, declares nonsense, or cannot be read (reading the pixels reports that)."""
+def _declared_dpi(img: Image.Image) -> tuple[float, float] | None:
+    """The print resolution ``img`` declares, in dots per inch (x, y), as the pixels come out of
+    :func:`read_image` (a quarter-turn EXIF orientation swaps them); ``None`` when it declares none or
+    nonsense."""
     try:
-        with Image.open(path) as img:
-            dpi = img.info.get("dpi")
-            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
-    except Exception:  # any failure here is read_image's to report
-        return None
-    try:
-        x, y = (float(v) for v in dpi)
-    except (TypeError, ValueError):
+        x, y = (float(v) for v in img.info.get("dpi"))
+        turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # no resolution, or EXIF that cannot be parsed: none declared
         return None
     if not all(math.isfinite(v) and 10 <= v <= 65535 for v in (x, y)):  # TIFF without a unit: 1
         return None

@@ -47,7 +47,6 @@ from mangacolor.imageio import (
     folder_error_reason,
     keep_record,
     list_images,
-    read_dpi,
     read_image,
     real_path,
     to_tensor,
@@ -596,8 +595,9 @@ def run_folder(
 
     def load(job: _Job) -> _Job:
         try:
-            image = read_image(job.src, mode=None, max_pixels=options.max_pixels or None)
-            job.dpi = read_dpi(job.src)
+            meta: dict[str, Any] = {}
+            image = read_image(job.src, mode=None, max_pixels=options.max_pixels or None, meta=meta)
+            job.dpi = meta["dpi"]
             if options.copy_color and translator.in_channels == 1 and not options.force and is_color(image):
                 job.copy = True
             else:
