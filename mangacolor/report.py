@@ -27,6 +27,29 @@ class FileResult:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}. Got {self.status!r}")
 
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able record: path, status, outputs and (for failures and skips) the reason."""
+        return {"path": self.path, "status": self.status, "outputs": list(self.outputs), "reason": self.reason}
+
+
+class FileLog:
+    """Every file's outcome in the order they finished, for ``--json``'s ``files`` list.
+
+    Kept only when asked for (``enabled``): a plain run's memory grows with its failures alone.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.records: list[dict[str, Any]] | None = [] if enabled else None
+
+    def add(self, result: FileResult) -> None:
+        """Record one file's outcome (nothing when disabled)."""
+        if self.records is not None:
+            self.records.append(result.to_json())
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"files": [...]}``, or nothing when disabled."""
+        return {} if self.records is None else {"files": self.records}
+
 
 @dataclass
 class BatchReport:

@@ -24,6 +24,7 @@ from mangacolor.cli._common import (
 from mangacolor.color import MERGE_MODES
 from mangacolor.errors import MangacolorError
 from mangacolor.imageio import read_image
+from mangacolor.report import FileLog
 
 
 @guarded
@@ -91,7 +92,12 @@ def colorize(
         typer.Option(min=0, help="Refuse inputs with more pixels than this (decompression bombs); 0: no limit."),
     ] = 150_000_000,
     io_workers: Annotated[int, typer.Option(min=1, help="Threads decoding and encoding pages.")] = 2,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print a JSON summary (counts, failures, every page's outcome) on stdout instead of paths."
+        ),
+    ] = False,
 ) -> None:
     """Colorize greyscale pages or line art; the result keeps each page's full resolution."""
     from mangacolor.checkpoint import read_info
@@ -135,10 +141,12 @@ def colorize(
             f"{' fp16' if t.half else ''}, working size {t.size}, merge {t.merge}",
             highlight=False,
         )
+    files = FileLog(as_json)  # with --json, every page's outcome
     with batch_progress("colorize", count_pages(input, output) or None) as advance:
 
         def on_result(result) -> None:
             advance()
+            files.add(result)
             if not as_json:
                 echo_paths(result.outputs)
 
@@ -151,7 +159,7 @@ def colorize(
         )
     print_summary(report, "colorize")
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        typer.echo(json.dumps({**report.to_json(), **files.to_json()}, indent=2))
     exit_for(report)
 
 

@@ -25,7 +25,7 @@ from mangacolor.errors import MangacolorError
 from mangacolor.prepare.borders import BORDER_COLORS
 from mangacolor.prepare.danbooru import DEFAULT_LAYOUT
 from mangacolor.prepare.lines import METHODS
-from mangacolor.report import BatchReport, FileResult
+from mangacolor.report import BatchReport, FileLog, FileResult
 
 prepare_app = typer.Typer(
     name="prepare",
@@ -37,7 +37,12 @@ Workers = Annotated[int | None, typer.Option(min=1, help="Worker processes (defa
 Shard = Annotated[str | None, typer.Option(help="Do only shard i of n (e.g. 2/4) to split a job across machines.")]
 Overwrite = Annotated[bool, typer.Option(help="Redo files whose output exists (default: skip them).")]
 Quality = Annotated[int, typer.Option(min=1, max=100, help="JPEG / WebP quality.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")]
+AsJson = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print a JSON summary (counts, failures, every file's outcome) on stdout instead of paths."
+    ),
+]
 
 SHOW_AT_MOST = 20
 """Unmatched / malformed entries printed on the console (all of them go to a file)."""
@@ -65,13 +70,15 @@ def _options(workers: int | None, shard: str | None, overwrite: bool):
 
 
 class _Reporter:
-    """Progress bar on stderr; output paths on stdout unless ``--json``."""
+    """Progress bar on stderr; output paths on stdout, or with ``--json`` every file's outcome kept."""
 
-    def __init__(self, advance: Callable[[], None], as_json: bool) -> None:
+    def __init__(self, advance: Callable[[], None], as_json: bool, keep_files: bool) -> None:
         self.advance, self.as_json = advance, as_json
+        self.files = FileLog(as_json and keep_files)
 
     def __call__(self, result: FileResult) -> None:
         self.advance()
+        self.files.add(result)
         if not self.as_json and result.status == "done":
             echo_paths(result.outputs)
 
@@ -81,17 +88,23 @@ def _no_pairs(output: Path) -> str:
 
 
 def _finish(
-    report: BatchReport, title: str, as_json: bool, extra: dict[str, Any] | None = None, empty: str | None = NO_IMAGES
+    report: BatchReport,
+    title: str,
+    reporter: _Reporter,
+    extra: dict[str, Any] | None = None,
+    empty: str | None = NO_IMAGES,
 ) -> None:
     print_summary(report, title, empty)
-    if as_json:
-        typer.echo(json.dumps({**report.to_json(), **(extra or {})}, indent=2))
+    if reporter.as_json:
+        typer.echo(json.dumps({**report.to_json(), **(extra or {}), **reporter.files.to_json()}, indent=2))
     exit_for(report)
 
 
-def _run(name: str, as_json: bool, body) -> Any:
+def _run(name: str, as_json: bool, body, keep_files: bool = True) -> tuple[Any, _Reporter]:
+    """Run ``body(on_result)`` under a progress bar; its result and the reporter (for ``_finish``)."""
     with batch_progress(name) as advance:
-        return body(_Reporter(advance, as_json))
+        reporter = _Reporter(advance, as_json, keep_files)
+        return body(reporter), reporter
 
 
 def _show_unmatched(matching: Any, labels: tuple[str, str], listing: Path) -> dict[str, Any]:
@@ -176,7 +189,7 @@ def filter_cmd(
         if len(shown) <= SHOW_AT_MOST:
             console.print(f"[yellow]malformed:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
-    report = _run(
+    report, reporter = _run(
         "filter",
         as_json,
         lambda on_result: filter_posts(
@@ -192,6 +205,7 @@ def filter_cmd(
             on_result=on_result,
             on_malformed=on_malformed,
         ),
+        keep_files=False,  # a dump has millions of posts: the selected ones are in the manifest
     )
     if len(report.malformed) > SHOW_AT_MOST:
         console.print(f"[yellow]... {len(report.malformed)} malformed lines in all, listed in filter.json[/]")
@@ -205,7 +219,7 @@ def filter_cmd(
     _finish(
         report.batch,
         "prepare filter",
-        as_json,
+        reporter,
         {"filter": {k: v for k, v in report.to_json().items() if k != "files"}},
         empty=None,  # the line above already says how many posts were selected
     )
@@ -244,14 +258,14 @@ def crop_cmd(
         config = CropConfig(color=color, tolerance=tolerance, min_size=min_size, size=size)
     except ValueError as exc:
         raise MangacolorError(str(exc)) from None
-    report = _run(
+    report, reporter = _run(
         "crop",
         as_json,
         lambda on_result: crop_folder(
             input, output, config, _options(workers, shard, overwrite), output_format, quality, metadata, on_result
         ),
     )
-    _finish(report, "prepare crop", as_json)
+    _finish(report, "prepare crop", reporter)
 
 
 @prepare_app.command("lines")
@@ -295,14 +309,14 @@ def lines_cmd(
         config = LinesConfig(mode, params)
     except ValueError as exc:
         raise MangacolorError(f"{'--gray' if gray else '--method ' + mode}: {exc}") from None
-    report = _run(
+    report, reporter = _run(
         "lines",
         as_json,
         lambda on_result: lines_folder(
             input, output, config, _options(workers, shard, overwrite), output_format, quality, on_result
         ),
     )
-    _finish(report, "prepare lines", as_json)
+    _finish(report, "prepare lines", reporter)
 
 
 @prepare_app.command("pair")
@@ -331,7 +345,7 @@ def pair_cmd(
     from mangacolor.prepare.pair import pair_folders, parse_size
 
     size = parse_size(resize)
-    result = _run(
+    result, reporter = _run(
         "pair",
         as_json,
         lambda on_result: pair_folders(
@@ -339,7 +353,7 @@ def pair_cmd(
         ),
     )
     extra = _show_unmatched(result.matching, ("bw", "color"), output / "unmatched.txt")
-    _finish(result.batch, "prepare pair", as_json, extra, empty=_no_pairs(output))
+    _finish(result.batch, "prepare pair", reporter, extra, empty=_no_pairs(output))
 
 
 @prepare_app.command("hconcat")
@@ -360,7 +374,7 @@ def hconcat_cmd(
     """Join A and B side by side (pix2pix's aligned format)."""
     from mangacolor.prepare.aligned import hconcat_folders
 
-    result = _run(
+    result, reporter = _run(
         "hconcat",
         as_json,
         lambda on_result: hconcat_folders(
@@ -368,7 +382,7 @@ def hconcat_cmd(
         ),
     )
     extra = _show_unmatched(result.matching, ("A", "B"), output / "unmatched.txt")
-    _finish(result.batch, "prepare hconcat", as_json, extra, empty=_no_pairs(output))
+    _finish(result.batch, "prepare hconcat", reporter, extra, empty=_no_pairs(output))
 
 
 @prepare_app.command("split")
@@ -388,14 +402,14 @@ def split_cmd(
     """Cut side-by-side A|B images back into OUT/A and OUT/B."""
     from mangacolor.prepare.aligned import split_folder
 
-    report = _run(
+    report, reporter = _run(
         "split",
         as_json,
         lambda on_result: split_folder(
             input, output, _options(workers, shard, overwrite), output_format, quality, on_result
         ),
     )
-    _finish(report, "prepare split", as_json)
+    _finish(report, "prepare split", reporter)
 
 
 def register(app: typer.Typer) -> None:

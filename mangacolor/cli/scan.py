@@ -21,6 +21,7 @@ from mangacolor.cli._common import (
     print_summary,
 )
 from mangacolor.errors import MangacolorError
+from mangacolor.report import FileLog
 
 
 @guarded
@@ -64,7 +65,12 @@ def scan(
         typer.Option(min=0, help="Refuse inputs with more pixels than this (decompression bombs); 0: no limit."),
     ] = 150_000_000,
     io_workers: Annotated[int, typer.Option(min=1, help="Threads decoding and encoding images.")] = 2,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of paths.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print a JSON summary (counts, failures, every page's outcome) on stdout instead of paths."
+        ),
+    ] = False,
 ) -> None:
     """Write a greyscale "scan" of every colour image, with the same name stem, at full resolution.
 
@@ -94,17 +100,19 @@ def scan(
         f"{' fp16' if translator.half else ''}, {where}",
         highlight=False,
     )
+    files = FileLog(as_json)  # with --json, every page's outcome
     with batch_progress("scan", count_pages(input, output) or None) as advance:
 
         def on_result(result) -> None:
             advance()
+            files.add(result)
             if not as_json:
                 echo_paths(result.outputs)
 
         report = run_folder(translator, input, output, options, on_result=on_result)
     print_summary(report, "scan")
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        typer.echo(json.dumps({**report.to_json(), **files.to_json()}, indent=2))
     exit_for(report)
 
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -41,6 +42,10 @@ def test_colorize_writes_paths_on_stdout_and_resumes(pages, tmp_path, toy_checkp
     assert again.exit_code == 0
     summary = json.loads(again.stdout)
     assert summary["skipped"] == 2 and summary["done"] == 0
+    assert sorted((f["path"], f["status"]) for f in summary["files"]) == [
+        (str(pages / "p0.png"), "skipped"),
+        (str(pages / "p1.png"), "skipped"),
+    ]
 
 
 def test_colorize_failure_exit_code_and_summary(pages, tmp_path, toy_checkpoint):
@@ -50,6 +55,14 @@ def test_colorize_failure_exit_code_and_summary(pages, tmp_path, toy_checkpoint)
     summary = json.loads(result.stdout)
     assert summary["done"] == 2 and summary["failed"] == 1
     assert summary["failures"][0]["path"].endswith("[ch1]_bad.png")
+    files = {Path(f["path"]).name: f for f in summary["files"]}
+    assert files["[ch1]_bad.png"]["status"] == "failed" and files["[ch1]_bad.png"]["reason"]
+    assert files["p0.png"] | {"path": Path(files["p0.png"]["path"]).name} == {
+        "path": "p0.png",
+        "status": "done",
+        "outputs": [str(tmp_path / "o" / "p0.png")],
+        "reason": "",
+    }
     assert "[ch1]_bad.png" in result.stderr  # file names are not eaten as markup
 
 

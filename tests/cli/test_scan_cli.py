@@ -90,6 +90,8 @@ def test_scan_bad_files_and_wrong_model(folders, tmp_path, scan_checkpoint, toy_
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
     assert summary["done"] == 5 and summary["failed"] == 1 and summary["failures"][0]["path"].endswith("broken.png")
+    assert sorted(f["status"] for f in summary["files"]) == ["done"] * 5 + ["failed"]
+    assert all(len(f["outputs"]) == 1 for f in summary["files"] if f["status"] == "done")
     wrong = runner.invoke(app, ["scan", str(toy_checkpoint), str(colors), str(tmp_path / "o3")])
     assert wrong.exit_code == 2 and "not a scan generator" in wrong.stderr
     backwards = runner.invoke(app, ["colorize", str(colors), str(tmp_path / "o4"), "-m", str(scan_checkpoint)])

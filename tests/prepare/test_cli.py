@@ -66,6 +66,16 @@ def test_failures_exit_1_and_bad_options_exit_2(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["done"] == 2 and summary["failed"] == 1 and "broken.png" in summary["failures"][0]["path"]
     assert "broken.png" in result.stderr
+    files = {Path(f["path"]).name: f for f in summary["files"]}  # every file's outcome, not just the failures
+    assert sorted(files) == ["broken.png", "p0.png", "p1.png"]
+    assert (
+        files["broken.png"]["status"] == "failed"
+        and files["broken.png"]["reason"]
+        and not files["broken.png"]["outputs"]
+    )
+    for name in ("p0.png", "p1.png"):
+        assert files[name]["status"] == "done" and [Path(o).name for o in files[name]["outputs"]] == [name]
+        assert Path(files[name]["outputs"][0]).is_file()
     bad = runner.invoke(app, ["prepare", "crop", str(src), str(tmp_path / "o2"), "--shard", "3/2"])
     assert bad.exit_code == 2 and "--shard" in bad.stderr
     bad = runner.invoke(app, ["prepare", "lines", str(src), str(tmp_path / "o3"), "--method", "blur", "--phi", "3"])
@@ -120,6 +130,7 @@ def test_filter(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["filter"]["selected"] == 1 and summary["filter"]["malformed"] == 1
+    assert "files" not in summary  # a dump's posts are listed in the manifest, not on stdout
     assert "posts.json:2" in result.stderr
     assert (tmp_path / "out" / "0007" / "7.jpg").exists() and not (tmp_path / "out" / "0008").exists()
 
