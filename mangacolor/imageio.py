@@ -15,9 +15,12 @@ import io
 import json
 import math
 import os
+import re
 import stat
 import struct
 import tempfile
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -410,14 +413,60 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+# The temporary names of the writers here (``.NAME.XXXXXXXX.tmp``, mkstemp's 8 random characters)
+# and of the link stage (``.NAME.PID.tmp``); a user's own hidden files do not match.
+_TEMP_NAME = re.compile(r"^\..+\.(?:[a-z0-9_]{8}|[0-9]+)\.tmp$")
+STALE_TEMP_AGE = 120.0  # seconds untouched; a live writer's temporary file lives for a second or two
+_swept: set[str] = set()
+_swept_lock = threading.Lock()
+
+
+def sweep_stale_temps(folder: str | Path) -> int:
+    """Delete the temporary files that killed runs (SIGKILL, out of memory, power loss) left in ``folder``.
+
+    Once per folder and process, before its first write: only names these writers make, and only
+    those untouched for :data:`STALE_TEMP_AGE` seconds, so another run writing into the same folder
+    (shards of one job) keeps its own. Returns how many were deleted; errors are ignored.
+    """
+    key = os.path.abspath(folder)
+    with _swept_lock:
+        if key in _swept:
+            return 0
+        _swept.add(key)
+    cutoff = time.time() - STALE_TEMP_AGE
+    removed = 0
+    try:
+        with os.scandir(key) as entries:
+            stale = [e.path for e in entries if _TEMP_NAME.match(e.name) and _older_file(e, cutoff)]
+    except OSError:
+        return 0
+    for tmp in stale:
+        try:
+            os.unlink(tmp)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _older_file(entry: os.DirEntry, cutoff: float) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff
+    except OSError:
+        return False
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (never half-written).
+
+    The first write into a folder also deletes what killed runs left there (:func:`sweep_stale_temps`).
 
     Raises:
         OSError: the folder cannot be created or written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions

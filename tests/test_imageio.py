@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -13,10 +14,12 @@ from PIL import Image, ImageCms
 
 from mangacolor.errors import ImageReadError, ImageWriteError
 from mangacolor.imageio import (
+    STALE_TEMP_AGE,
     atomic_write_bytes,
     encode_image,
     list_images,
     read_image,
+    sweep_stale_temps,
     to_tensor,
     to_uint8,
     write_image,
@@ -176,6 +179,25 @@ def test_write_is_atomic_and_leaves_no_temp(tmp_path, monkeypatch):
         write_image(path, np.zeros((5, 5, 3), np.uint8))
     assert path.read_bytes() == before  # old file intact
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # temp file removed
+
+
+def test_first_write_into_a_folder_sweeps_what_killed_runs_left(tmp_path):
+    """A SIGKILLed run leaves its temporary files; the next write there deletes the stale ones only."""
+    old = time.time() - STALE_TEMP_AGE - 60
+    stale = [tmp_path / ".p1.png.a1b2_c3d.tmp", tmp_path / ".p2.jpg.4321.tmp"]  # mkstemp's and the link stage's
+    live = tmp_path / ".p3.png.zz9yx8w7.tmp"  # another run writing into the same folder right now
+    kept = [tmp_path / ".notes.tmp", tmp_path / "draft.tmp", tmp_path / ".p4.png.ABCDEFGH.tmp"]  # not ours
+    for path in [*stale, live, *kept]:
+        path.write_bytes(b"partial")
+    for path in [*stale, *kept]:
+        os.utime(path, (old, old))
+    write_image(tmp_path / "out.png", _gradient())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.png", live.name, *(p.name for p in kept)])
+    stale[0].write_bytes(b"partial")
+    os.utime(stale[0], (old, old))
+    write_image(tmp_path / "out2.png", _gradient())
+    assert stale[0].exists()  # once per folder and process: not a listing per write
+    assert sweep_stale_temps(tmp_path / "missing") == 0
 
 
 def test_unwritable_output(tmp_path):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mangacolor.errors import FileError, MangacolorError
-from mangacolor.imageio import atomic_write_bytes, is_image_path
+from mangacolor.imageio import atomic_write_bytes, is_image_path, sweep_stale_temps
 from mangacolor.prepare.runner import Job, RunOptions, iter_results, make_output_root, shard_of
 from mangacolor.report import BatchReport, FileResult
 
@@ -413,8 +413,10 @@ class CopyTask:
         src, dst = Path(job.source), Path(job.outputs[0])
         if self.link:
             dst.parent.mkdir(parents=True, exist_ok=True)
+            sweep_stale_temps(dst.parent)
             tmp = dst.parent / f".{dst.name}.{os.getpid()}.tmp"
             try:
+                tmp.unlink(missing_ok=True)  # a killed run's, under a process id used again
                 os.link(src, tmp)
                 os.replace(tmp, dst)
             except OSError as exc:

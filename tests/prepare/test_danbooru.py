@@ -295,6 +295,18 @@ def test_filter_shards_partition_and_link(dump, tmp_path):
     assert os.stat(tmp_path / "sharded" / "0001" / "1001.jpg").st_ino == os.stat(src).st_ino
 
 
+def test_filter_link_goes_past_a_killed_runs_temporary_file(dump, tmp_path):
+    """A killed run's ``.NAME.PID.tmp``, under a process id used again, must not make the link fail."""
+    out = tmp_path / "out"
+    (out / "0001").mkdir(parents=True)
+    leftover = out / "0001" / f".1001.jpg.{os.getpid()}.tmp"
+    leftover.write_bytes(b"partial")
+    report = filter_posts([dump / "metadata"], dump, out, TagFilter(), RunOptions(workers=1), link=True)
+    assert report.batch.failed == 0
+    assert os.stat(out / "0001" / "1001.jpg").st_ino == os.stat(dump / "512px" / "0001" / "1001.jpg").st_ino
+    assert not leftover.exists()
+
+
 def test_image_path_layouts():
     post = parse_post({"id": 123456, "file_ext": "png", "md5": "abc"})
     assert image_path(post, "/d") == Path("/d/512px/0456/123456.jpg")
