@@ -12,6 +12,7 @@ import torch
 from mangacolor.errors import ImageWriteError, MangacolorError, WeightsNotFoundError
 from mangacolor.evaluate import (
     LPIPS,
+    PSNR_MAX,
     EvalConfig,
     colourfulness,
     contact_sheet,
@@ -35,9 +36,12 @@ def const(value: tuple[int, int, int], h: int = 24, w: int = 32) -> np.ndarray:
 # ----------------------------------------------------------------------------- PSNR / SSIM
 
 
-def test_psnr_identical_is_infinite():
+def test_psnr_identical_is_capped():
     img = drawing()
-    assert psnr(img, img) == math.inf
+    assert psnr(img, img) == PSNR_MAX == 100.0  # finite, so that a folder's mean stays a number
+    near = img.copy()
+    near[0, 0, 0] ^= 1
+    assert psnr(near, img) <= PSNR_MAX
 
 
 def test_psnr_constant_offset_by_hand():
@@ -256,13 +260,15 @@ def test_evaluate_folders_scores_missing_and_resized(folders):
     by_name = {s.name: s for s in result.images}
     assert sorted(by_name) == ["img0", "img1", "img2"]
     assert result.missing == ["img3"] and not result.ok
-    assert by_name["img0"].psnr == math.inf and by_name["img0"].ssim == pytest.approx(1.0)
+    assert by_name["img0"].psnr == PSNR_MAX and by_name["img0"].ssim == pytest.approx(1.0)
     assert by_name["img1"].colourfulness_pred == 0.0
     assert by_name["img2"].resized and not by_name["img0"].resized
     means = result.means()
     assert 0.0 < means["colourfulness_ratio"] < 1.0
     report = result.to_json()
-    assert report["images"][0]["psnr"] is None  # infinity is not JSON
+    assert report["images"][0]["psnr"] == PSNR_MAX  # identical: a number, and a mean of numbers
+    assert report["mean"]["psnr"] == pytest.approx(sum(s.psnr for s in result.images) / 3, abs=1e-5)
+    assert PSNR_MAX / 3 < report["mean"]["psnr"] < PSNR_MAX
     assert report["resized"] == 1 and report["mean"]["lpips"] is None
     assert report["notes"] == {"fid": "not asked for", "lpips": "not asked for"}
 
