@@ -483,14 +483,48 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def keep_record(path: str | Path, record: dict[str, Any], overwrite: bool) -> Callable[[], None] | None:
+class PendingRecord:
+    """A record :func:`keep_record` has yet to write; calling it writes it (once).
+
+    ``new_folder``: the folder had no record, so it is to be written before the first output (a run
+    killed after that leaves it); otherwise it replaces another, once the batch has redone every output.
+    """
+
+    def __init__(self, path: Path, record: dict[str, Any], new_folder: bool) -> None:
+        self.path, self.record, self.new_folder = path, record, new_folder
+        self._lock = threading.Lock()
+        self.written = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self.written:
+                return
+            try:
+                atomic_write_bytes(self.path, (json.dumps(self.record, indent=2) + "\n").encode())
+            except OSError as exc:
+                raise MangacolorError(f"{self.path}: cannot write ({folder_error_reason(exc)})") from None
+            self.written = True
+
+
+def keep_record(
+    path: str | Path,
+    record: dict[str, Any],
+    overwrite: bool,
+    defaults: dict[str, Any] | None = None,
+    defer_new: bool = False,
+) -> PendingRecord | None:
     """An output folder's record of what made it (a small JSON file), kept true across interrupted runs.
 
     A folder without a record gets ``record`` at once (and ``None`` is returned, as for a folder with
-    this record). A folder whose record differs is refused, unless ``overwrite``: then the returned
-    callable writes ``record``, to be called once the batch has redone every output; a batch that stops
-    before leaves the old record, so that a re-run does not skip the old outputs as done. An
-    unreadable record counts as none.
+    this record), or, with ``defer_new``, when the returned :class:`PendingRecord` is called (before
+    the first output, so that a folder where nothing was made is not bound to these settings). A
+    folder whose record differs is refused, unless ``overwrite``: then the returned record is to be
+    written once the batch has redone every output; a batch that stops before, or leaves a failed
+    file's old output, keeps the old record, so that a re-run does not skip the old outputs as done.
+    An unreadable record counts as none.
+
+    Args:
+        defaults: values of keys that records written before those keys existed stand for.
 
     Raises:
         RecordMismatch: the folder's record differs and ``overwrite`` is off (``exc.stored`` holds it).
@@ -502,21 +536,19 @@ def keep_record(path: str | Path, record: dict[str, Any], overwrite: bool) -> Ca
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         stored = None
-
-    def write() -> None:
-        try:
-            atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
-        except OSError as exc:
-            raise MangacolorError(f"{path}: cannot write ({folder_error_reason(exc)})") from None
-
+    if isinstance(stored, dict) and defaults:
+        stored = {**json.loads(json.dumps(defaults, default=str)), **stored}
     if stored == record:
         return None
     if not isinstance(stored, dict):
-        write()
+        pending = PendingRecord(path, record, new_folder=True)
+        if defer_new:
+            return pending
+        pending()
         return None
     if not overwrite:
         raise RecordMismatch(stored, record)
-    return write
+    return PendingRecord(path, record, new_folder=False)
 
 
 class RecordMismatch(MangacolorError):

@@ -19,6 +19,7 @@ so memory does not grow with the number of pages.
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import queue
 import tempfile
@@ -40,6 +41,7 @@ from mangacolor.color import MERGE_MODES, is_color, luma, merge_luminance, page_
 from mangacolor.errors import CheckpointError, ImageReadError, ImageWriteError, MangacolorError
 from mangacolor.imageio import (
     IMAGE_EXTENSIONS,
+    PendingRecord,
     RecordMismatch,
     SameStemFinder,
     atomic_write_bytes,
@@ -146,6 +148,7 @@ class Translator:
         self.out_channels = int(getattr(model.config, "out_channels", 3))
         self.merge = merge if self.out_channels == 3 else "none"
         self.reference: torch.Tensor | None = None
+        self.reference_digest: str | None = None  # names the style image in an output folder's record
         if getattr(model, "needs_reference", False):
             if reference is None:
                 raise MangacolorError(
@@ -153,6 +156,8 @@ class Translator:
                     "pass --reference IMAGE"
                 )
             ref = reference if reference.ndim == 3 else cv2.cvtColor(reference, cv2.COLOR_GRAY2RGB)
+            shape = "x".join(map(str, ref.shape)).encode()
+            self.reference_digest = hashlib.sha256(shape + np.ascontiguousarray(ref).tobytes()).hexdigest()[:16]
             side = self.size or DEFAULT_SIZE  # the style is pooled: any size works; size 0 is per page
             ref = cv2.resize(ref, (side, side), interpolation=cv2.INTER_AREA)
             self.reference = to_tensor(ref).to(device)  # (1, 3, size, size)
@@ -493,13 +498,12 @@ def _walk(in_root: Path, out_root: Path, on_error: Callable[[Path, str], None]) 
         yield path
 
 
-def _record_run(
-    translator: Translator | PageRouter, out_root: Path, options: FolderOptions
-) -> Callable[[], None] | None:
+def _record_run(translator: Translator | PageRouter, out_root: Path, options: FolderOptions) -> PendingRecord | None:
     """Refuse to add pages made by another model or with other settings to an output folder (a re-run
-    skips the pages done, so they would mix); record these (``.mangacolor-TASK.json``). With
-    ``overwrite`` or ``update``, returns what to call once the batch has redone the folder, if it was
-    made otherwise (see :func:`~mangacolor.imageio.keep_record`).
+    skips the pages done, so they would mix); record these (``.mangacolor-TASK.json``). Returns the
+    record still to write, if any: for a new folder, to write before its first page; with
+    ``overwrite`` or ``update`` into a folder made otherwise, once the batch has redone every page (see
+    :func:`~mangacolor.imageio.keep_record`).
 
     Raises:
         MangacolorError: the folder holds pages of another model or other settings, and neither
@@ -511,12 +515,15 @@ def _record_run(
         "size": [t.size for t in models],
         "merge": [t.merge for t in models],
         "format": options.output_format,
+        "quality": None if options.output_format == "png" else options.quality,  # PNG is lossless
+        "reference": [t.reference_digest for t in models],  # the style image of reference-style models
         "candidates": options.candidates,
         "force": options.force,
     }
+    newer = {k: record[k] for k in ("quality", "reference")}  # a record older than these keys is taken to agree
     try:
         path = out_root / f".mangacolor-{translator.info.task}.json"
-        return keep_record(path, record, options.overwrite or options.update)
+        return keep_record(path, record, options.overwrite or options.update, defaults=newer, defer_new=True)
     except RecordMismatch as exc:
         changed, stored = exc.changed, exc.stored
 
@@ -581,13 +588,19 @@ def run_folder(
     if not in_root.exists():
         raise MangacolorError(f"{in_root}: no such file or directory")
     _check_roots(in_root, out_root)
-    finish = _record_run(translator, out_root, options) if not names_output_file(in_root, out_root) else None
-    if finish is not None:  # the folder was made otherwise: every page is redone
+    pending = _record_run(translator, out_root, options) if not names_output_file(in_root, out_root) else None
+    updating = pending is not None and not pending.new_folder
+    if updating:  # the folder was made otherwise: every page is redone
         options = replace(options, overwrite=True)
     report = BatchReport()
     lock = threading.Lock()
+    planned: dict[str, list[Path]] = {}  # updating: each page's outputs, to find the failed pages' old ones
+    kept_old: list[str] = []  # updating: failed pages whose outputs from before are still there
 
     def record(result: FileResult) -> None:
+        if updating and result.status == "failed" and any(p.exists() for p in planned.get(result.path, ())):
+            with lock:
+                kept_old.append(result.path)
         with lock:
             report.add(result)
         if on_result is not None:
@@ -611,6 +624,8 @@ def run_folder(
 
     def write(job: _Job, outputs: list[np.ndarray] | None) -> None:
         try:
+            if pending is not None and pending.new_folder:
+                pending()  # a new folder's record, before its first page
             if job.copy:
                 dst = job.outputs[0]
                 if dst.suffix.lower() == job.src.suffix.lower():
@@ -645,6 +660,8 @@ def run_folder(
             outs = output_paths(
                 src, in_root, out_root, options, 1 if not options.candidates else translator.num_outputs
             )
+            if updating:
+                planned[str(src)] = outs
             first = same_stem.first(src) if same_stem is not None else src
             if first != src:
                 reason = f"same output as {first.name} (names differ only in their ending); rename one"
@@ -730,6 +747,11 @@ def run_folder(
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True)
-    if finish is not None:
-        finish()  # the batch went through: the record names what made the pages now
+    if updating and kept_old:  # the record would call their old outputs done
+        report.notes.append(
+            f"{len(kept_old)} failed page(s) keep their outputs made by the earlier model or settings, so "
+            f"{out_root} still records those: run again with --update once they can be done, or delete them"
+        )
+    elif updating:
+        pending()  # the batch went through: the record names what made the pages now
     return report

@@ -58,6 +58,7 @@ class BatchReport:
     counts: Counter = field(default_factory=Counter)
     failures: list[FileResult] = field(default_factory=list)
     skip_reasons: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)  # what the user should know after the summary
 
     def add(self, result: FileResult) -> None:
         """Record one file's outcome."""
@@ -84,4 +85,5 @@ class BatchReport:
             **{s: self.counts[s] for s in STATUSES},
             "skip_reasons": dict(self.skip_reasons),
             "failures": [{"path": f.path, "reason": f.reason} for f in self.failures],
+            "notes": list(self.notes),
         }

@@ -187,6 +187,7 @@ def test_first_write_into_a_folder_sweeps_what_killed_runs_left(tmp_path):
     stale = [tmp_path / ".p1.png.a1b2_c3d.tmp", tmp_path / ".p2.jpg.4321.tmp"]  # mkstemp's and the link stage's
     live = tmp_path / ".p3.png.zz9yx8w7.tmp"  # another run writing into the same folder right now
     kept = [tmp_path / ".notes.tmp", tmp_path / "draft.tmp", tmp_path / ".p4.png.ABCDEFGH.tmp"]  # not ours
+    kept.append(tmp_path / ".manifest.jsonl.a1b2c3d4.growing")  # a shard's manifest, open for hours
     for path in [*stale, live, *kept]:
         path.write_bytes(b"partial")
     for path in [*stale, *kept]:

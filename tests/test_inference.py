@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import cv2
@@ -524,6 +525,85 @@ def test_update_redoes_a_folder_made_otherwise_and_a_stopped_redo_keeps_the_old_
     assert run_folder(other, src, out, FolderOptions(update=True)).counts["done"] == 3  # every page redone
     assert "other.safetensors" in (out / ".mangacolor-colorize.json").read_text()
     assert run_folder(other, src, out).counts["skipped"] == 3
+
+
+def test_an_update_with_failed_pages_keeps_the_old_record(toy_checkpoint, tmp_path):
+    """A page that fails the redo keeps its old output: the record must not then call it done."""
+    src = _pages(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    first = Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="luma")
+    run_folder(first, src, out)
+    record = (out / ".mangacolor-colorize.json").read_text()
+    bigger = Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="luma", size=48)
+    real_run, calls = bigger.run, []
+
+    def fail_once(batch):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory")  # one page too big for the GPU at the new size
+        return real_run(batch)
+
+    bigger.run = fail_once
+    report = run_folder(bigger, src, out, FolderOptions(update=True, io_workers=1))
+    assert report.counts["done"] == 2 and report.failed == 1
+    assert (out / ".mangacolor-colorize.json").read_text() == record  # still the size the old page was made at
+    assert len(report.notes) == 1 and "keep their outputs made by the earlier" in report.notes[0]
+    assert report.to_json()["notes"] == report.notes
+    with pytest.raises(MangacolorError, match="size 32, not size 48"):
+        run_folder(bigger, src, out)  # a plain re-run would skip the old page as done: refused
+    bigger.run = real_run
+    assert run_folder(bigger, src, out, FolderOptions(update=True)).counts["done"] == 3
+    assert run_folder(bigger, src, out).counts["skipped"] == 3  # now the folder is size 48's
+
+
+def test_a_failed_page_without_an_old_output_does_not_hold_the_record_back(toy_checkpoint, tmp_path):
+    src = _pages(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    run_folder(Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="luma"), src, out)
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # fails every time, never had an output
+    bigger = Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="luma", size=48)
+    report = run_folder(bigger, src, out, FolderOptions(update=True))
+    assert report.counts["done"] == 2 and report.failed == 1 and not report.notes
+    assert run_folder(bigger, src, out).counts["skipped"] == 2  # the record names size 48
+
+
+def test_a_folder_where_nothing_was_made_is_not_bound_to_its_settings(toy_checkpoint, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    translator = Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="luma")
+    assert run_folder(translator, src, out, FolderOptions(output_format="webp")).failed == 1
+    assert not (out / ".mangacolor-colorize.json").exists()
+    write_image(src / "broken.png", luma(drawing(seed=1)))  # mended
+    assert run_folder(translator, src, out, FolderOptions(output_format="jpg")).counts["done"] == 1  # not refused
+    assert '"format": "jpg"' in (out / ".mangacolor-colorize.json").read_text()
+
+
+def test_the_record_names_the_quality_and_the_style_image(toy_checkpoint, tmp_path):
+    src = _pages(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    translator = Translator.from_checkpoint(toy_checkpoint, device="cpu", merge="luma")
+    run_folder(translator, src, out, FolderOptions(output_format="jpg", quality=20))
+    with pytest.raises(MangacolorError, match="made with quality 20, not quality 95"):
+        run_folder(translator, src, out, FolderOptions(output_format="jpg"))
+    assert run_folder(translator, src, out, FolderOptions(output_format="jpg", update=True)).counts["done"] == 1
+    png = tmp_path / "png"
+    run_folder(translator, src, png, FolderOptions(output_format="png", quality=20))
+    assert run_folder(translator, src, png, FolderOptions(output_format="png")).counts["skipped"] == 1  # lossless
+    older = json.loads((png / ".mangacolor-colorize.json").read_text())  # a record from before these keys
+    del older["quality"], older["reference"]
+    (png / ".mangacolor-colorize.json").write_text(json.dumps(older))
+    assert run_folder(translator, src, png, FolderOptions(output_format="png")).counts["skipped"] == 1
+    torch.manual_seed(0)
+    ref_path = checkpoint.save(tmp_path / "ref.safetensors", create_model("reference-unet", base_width=4, depth=3))
+    styles = [drawing(seed=s) for s in (1, 2)]
+    by_style = [Translator.from_checkpoint(ref_path, device="cpu", reference=style) for style in styles]
+    styled = tmp_path / "styled"
+    run_folder(by_style[0], src, styled)
+    assert run_folder(by_style[0], src, styled).counts["skipped"] == 1
+    with pytest.raises(MangacolorError, match="made with reference "):
+        run_folder(by_style[1], src, styled)  # another style image would mix into the folder
 
 
 def test_a_linked_folder_that_leads_into_the_output_is_not_read(translator, tmp_path):

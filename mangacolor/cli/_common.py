@@ -435,6 +435,8 @@ def print_summary(report: BatchReport, title: str, empty: str | None = NO_IMAGES
         )
     if report.failed:
         console.print(f"[bold red]{report.failed} of {report.total} file(s) failed[/]")
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def exit_for(report: BatchReport) -> None:

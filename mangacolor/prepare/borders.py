@@ -317,7 +317,7 @@ def crop_folder(
         on_result: called with each file's outcome.
     """
     from mangacolor.imageio import list_images
-    from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, open_output, run_jobs
+    from mangacolor.prepare.runner import ImageTask, RunOptions, close_record, image_jobs, open_output, run_jobs
 
     options = options or RunOptions()
     settings = {**asdict(config), "format": output_format, "metadata": bool(metadata)}
@@ -339,8 +339,7 @@ def crop_folder(
     jobs = image_jobs(input_root, output_root, output_format, payload=original_size if sizes else None)
     task = ImageTask(_CropTransform(config), read_mode=None, quality=quality, pass_payload=True)
     report = run_jobs(jobs, task, options, on_result)
-    if recorded is not None:
-        recorded()
+    close_record(recorded, report, output_root, lambda: image_jobs(input_root, output_root, output_format))
     for failure in unread:
         report.add(failure)
         if on_result is not None:

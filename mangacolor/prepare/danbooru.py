@@ -625,7 +625,9 @@ class _AtomicTextFile:
         self.path = path
         self._tmp: str | None = None
         try:
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            # open for the whole scan of a dump (minutes to hours, flushed now and then): not a ``.tmp``
+            # name, which a shard writing into the same folder would sweep once it is 2 minutes old
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".growing", dir=path.parent)
             self._fh: TextIO = os.fdopen(fd, "w", encoding="utf-8")
         except OSError as exc:
             self.discard()

@@ -237,13 +237,12 @@ def lines_folder(
         quality: JPEG / WebP quality.
         on_result: called with each file's outcome.
     """
-    from mangacolor.prepare.runner import ImageTask, RunOptions, image_jobs, open_output, run_jobs
+    from mangacolor.prepare.runner import ImageTask, RunOptions, close_record, image_jobs, open_output, run_jobs
 
     config, options = config or LinesConfig(), options or RunOptions()
     settings = {"method": config.method, "params": config.params, "format": output_format}
     recorded = open_output(input_root, output_root, "lines", settings, options.overwrite)
     jobs = image_jobs(input_root, output_root, output_format)
     report = run_jobs(jobs, ImageTask(config, read_mode="RGB", quality=quality), options, on_result)
-    if recorded is not None:
-        recorded()
+    close_record(recorded, report, output_root, lambda: image_jobs(input_root, output_root, output_format))
     return report

@@ -26,6 +26,7 @@ from mangacolor.prepare.runner import (
     RunOptions,
     check_output_format,
     check_output_root,
+    close_record,
     iter_results,
     record_settings,
 )
@@ -246,7 +247,6 @@ def pair_folders(
         report.add(result)
         if on_result is not None:
             on_result(result)
-    if recorded is not None:
-        recorded()
+    close_record(recorded, report, output_root, jobs)
     write_unmatched(matching, output_root / "unmatched.txt", ("bw", "color"))
     return PairReport(report, matching)

@@ -42,6 +42,7 @@ import numpy as np
 
 from mangacolor.errors import FileError, ImageReadError, MangacolorError
 from mangacolor.imageio import (
+    PendingRecord,
     RecordMismatch,
     SameStemFinder,
     folder_error_reason,
@@ -448,7 +449,7 @@ SETTINGS_FILE = ".mangacolor-prepare.json"
 
 def record_settings(
     output_root: str | Path, stage: str, settings: dict[str, Any], overwrite: bool
-) -> Callable[[], None] | None:
+) -> PendingRecord | None:
     """Refuse to add outputs made with other settings to a folder (a re-run skips existing outputs, so
     ``lines --method xdog`` into a ``sketch`` folder would silently keep the sketches); record these.
     Returns what to call once the batch is through, if anything (see :func:`~mangacolor.imageio.keep_record`).
@@ -473,9 +474,35 @@ def record_settings(
         ) from None
 
 
+def close_record(
+    recorded: PendingRecord | None, report: BatchReport, output_root: str | Path, jobs: Callable[[], Iterable[Job]]
+) -> None:
+    """Once ``--overwrite`` has redone a folder made otherwise, write its new record (``recorded``) ...
+
+    ... unless a failed file keeps its output made the earlier way: the new record would have a
+    re-run skip it as done. Then the old record stays and ``report`` gets a note saying so.
+
+    Args:
+        jobs: the batch's jobs again (a listing, nothing decoded), read only when something failed.
+    """
+    if recorded is None:
+        return
+    failed = {f.path for f in report.failures}
+    kept = (
+        sum(1 for job in jobs() if job.source in failed and any(Path(o).exists() for o in job.outputs)) if failed else 0
+    )
+    if kept:
+        report.notes.append(
+            f"{kept} failed file(s) keep their outputs made with the earlier settings, so {output_root} "
+            "still records those: run again with --overwrite once they can be done, or delete them"
+        )
+    else:
+        recorded()
+
+
 def open_output(
     input_root: str | Path, output_root: str | Path, stage: str, settings: dict[str, Any], overwrite: bool
-) -> Callable[[], None] | None:
+) -> PendingRecord | None:
     """Check and create the output folder of an image-to-image stage and record its settings; returns
     what to call once the batch is through (:func:`record_settings`).
 

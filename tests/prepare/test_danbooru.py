@@ -474,7 +474,7 @@ def test_manifest_and_summary_write_errors_are_one_error(dump, tmp_path, monkeyp
         (out / name).mkdir(parents=True)
         with pytest.raises(FileError, match=rf"{name}: cannot write: Is a directory$"):
             filter_posts([dump / "metadata"], dump, out, cat, RunOptions(workers=1), link=True)
-        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+        assert not [p for p in out.iterdir() if p.name.endswith((".tmp", ".growing"))]  # no temporary file left
 
     class FullDisk:
         """A text file on a full disk: writes are buffered, the flush fails."""
@@ -504,4 +504,4 @@ def test_manifest_and_summary_write_errors_are_one_error(dump, tmp_path, monkeyp
     with pytest.raises(FileError, match=r"manifest\.jsonl: cannot write: No space left on device$"):
         filter_posts([dump / "metadata"], dump, out, cat, RunOptions(workers=1), link=True)
     assert (out / "manifest.jsonl").read_text() == '{"id": 1}\n'  # the earlier manifest is kept whole
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in out.iterdir() if p.name.endswith((".tmp", ".growing"))]
