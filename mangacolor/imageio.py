@@ -510,7 +510,7 @@ def keep_record(
     path: str | Path,
     record: dict[str, Any],
     overwrite: bool,
-    defaults: dict[str, Any] | None = None,
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     defer_new: bool = False,
 ) -> PendingRecord | None:
     """An output folder's record of what made it (a small JSON file), kept true across interrupted runs.
@@ -524,7 +524,8 @@ def keep_record(
     An unreadable record counts as none.
 
     Args:
-        defaults: values of keys that records written before those keys existed stand for.
+        normalize: brings a stored record to the current form before the comparison (records written
+            by earlier versions: a key they lack, parameters they left at their defaults).
 
     Raises:
         RecordMismatch: the folder's record differs and ``overwrite`` is off (``exc.stored`` holds it).
@@ -536,8 +537,8 @@ def keep_record(
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         stored = None
-    if isinstance(stored, dict) and defaults:
-        stored = {**json.loads(json.dumps(defaults, default=str)), **stored}
+    if isinstance(stored, dict) and normalize is not None:
+        stored = json.loads(json.dumps(normalize(stored), default=str))
     if stored == record:
         return None
     if not isinstance(stored, dict):

@@ -520,10 +520,13 @@ def _record_run(translator: Translator | PageRouter, out_root: Path, options: Fo
         "candidates": options.candidates,
         "force": options.force,
     }
-    newer = {k: record[k] for k in ("quality", "reference")}  # a record older than these keys is taken to agree
+
+    def normalize(stored: dict[str, Any]) -> dict[str, Any]:  # a record older than these keys is taken to agree
+        return {"quality": record["quality"], "reference": record["reference"], **stored}
+
     try:
         path = out_root / f".mangacolor-{translator.info.task}.json"
-        return keep_record(path, record, options.overwrite or options.update, defaults=newer, defer_new=True)
+        return keep_record(path, record, options.overwrite or options.update, normalize=normalize, defer_new=True)
     except RecordMismatch as exc:
         changed, stored = exc.changed, exc.stored
 

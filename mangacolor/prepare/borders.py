@@ -317,11 +317,23 @@ def crop_folder(
         on_result: called with each file's outcome.
     """
     from mangacolor.imageio import list_images
-    from mangacolor.prepare.runner import ImageTask, RunOptions, close_record, image_jobs, open_output, run_jobs
+    from mangacolor.prepare.runner import (
+        ImageTask,
+        RunOptions,
+        close_record,
+        image_jobs,
+        open_output,
+        record_quality,
+        run_jobs,
+    )
 
     options = options or RunOptions()
-    settings = {**asdict(config), "format": output_format, "metadata": bool(metadata)}
-    recorded = open_output(input_root, output_root, "crop", settings, options.overwrite)
+    settings = {
+        **asdict(config),
+        "format": output_format,
+        "quality": record_quality(output_format, quality),
+        "metadata": bool(metadata),
+    }
     sizes: dict[int, tuple[int, int]] = {}
     unread: list[FileResult] = []  # metadata files or folders that could not be read
     if metadata:
@@ -331,6 +343,9 @@ def crop_folder(
             {i for i in listed if i is not None},
             on_error=lambda path, reason: unread.append(FileResult(str(path), "failed", reason)),
         )
+
+    # the record after the metadata: metadata that cannot be used at all must not bind the folder
+    recorded = open_output(input_root, output_root, "crop", settings, options.overwrite)
 
     def original_size(path: Path) -> tuple[int, int] | None:
         post_id = _post_id(path)

@@ -174,6 +174,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 """Each output mode's parameters and their defaults."""
 
 
+def _with_defaults(method: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of ``method``: those given, the others at their defaults (as floats, as given)."""
+    defaults = DEFAULTS.get(method, {}) if isinstance(method, str) else {}
+    full = {**defaults, **params}
+    return {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in full.items()}
+
+
 def extract_lines(rgb: np.ndarray, method: str = "sketch", **params: Any) -> np.ndarray:
     """Line art from a colour image.
 
@@ -237,11 +244,28 @@ def lines_folder(
         quality: JPEG / WebP quality.
         on_result: called with each file's outcome.
     """
-    from mangacolor.prepare.runner import ImageTask, RunOptions, close_record, image_jobs, open_output, run_jobs
+    from mangacolor.prepare.runner import (
+        ImageTask,
+        RunOptions,
+        close_record,
+        image_jobs,
+        open_output,
+        record_quality,
+        run_jobs,
+    )
 
     config, options = config or LinesConfig(), options or RunOptions()
-    settings = {"method": config.method, "params": config.params, "format": output_format}
-    recorded = open_output(input_root, output_root, "lines", settings, options.overwrite)
+    settings = {
+        "method": config.method,
+        "params": _with_defaults(config.method, config.params),  # --sigma 4 is blur's default: the same
+        "format": output_format,
+        "quality": record_quality(output_format, quality),
+    }
+
+    def normalize(stored: dict[str, Any]) -> dict[str, Any]:  # records that kept only the parameters given
+        return {**stored, "params": _with_defaults(stored.get("method"), stored.get("params") or {})}
+
+    recorded = open_output(input_root, output_root, "lines", settings, options.overwrite, normalize)
     jobs = image_jobs(input_root, output_root, output_format)
     report = run_jobs(jobs, ImageTask(config, read_mode="RGB", quality=quality), options, on_result)
     close_record(recorded, report, output_root, lambda: image_jobs(input_root, output_root, output_format))

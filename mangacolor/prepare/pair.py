@@ -28,6 +28,7 @@ from mangacolor.prepare.runner import (
     check_output_root,
     close_record,
     iter_results,
+    record_quality,
     record_settings,
 )
 from mangacolor.report import BatchReport, FileResult
@@ -230,7 +231,8 @@ def pair_folders(
     for root in (bw_root, color_root):
         check_output_root(root, output_root)
     options = options or RunOptions()
-    recorded = record_settings(output_root, "pair", {"resize": size, "format": output_format}, options.overwrite)
+    settings = {"resize": size, "format": output_format, "quality": record_quality(output_format, quality)}
+    recorded = record_settings(output_root, "pair", settings, options.overwrite)
     guard = InputGuard.of(output_root, (bw_root, color_root))
     matching = match_stems(bw_root, color_root)
 

@@ -169,10 +169,17 @@ _BUSY = threading.Lock()
 """Held by a worker while it runs a file, so that the watchdog ends it between files, never mid-write."""
 
 
+_PARENT_GONE = threading.Event()
+"""Set by the watchdog: the worker ends before its next file (the lock alone is not fair, so the
+worker could otherwise take it again for every file of its chunk)."""
+
+
 def _run_chunk(task: Task, jobs: list[Job]) -> list[FileResult]:
     results = []
     for job in jobs:
         with _BUSY:
+            if _PARENT_GONE.is_set():
+                os._exit(1)
             results.append(run_task(task, job))
     return results
 
@@ -208,6 +215,7 @@ def _exit_with(parent: int) -> None:
             except OSError:
                 pass
             time.sleep(1.0)
+    _PARENT_GONE.set()
     with _BUSY:
         os._exit(1)
 
@@ -307,8 +315,10 @@ def _pooled(
                     ) from None
                 # A worker died (a decoder crash, the out-of-memory killer): its chunk is lost.
                 # Report those files and go on with a fresh pool, resubmitting what did not finish.
+                # The pool's other workers finish their chunks first (they ignore SIGTERM), so that
+                # what they write is on disk before the lost files are judged by their outputs.
+                executor.shutdown(wait=True, cancel_futures=True)
                 computed = iter([_lost(j) for j, r in chunk if r is None])
-                executor.shutdown(wait=False, cancel_futures=True)
                 executor = _executor(workers)
                 for i, (other_chunk, other) in enumerate(pending):
                     if other is _BROKEN or (
@@ -447,21 +457,40 @@ SETTINGS_FILE = ".mangacolor-prepare.json"
 """Hidden record in an output folder of the stage and settings that made it."""
 
 
+def record_quality(output_format: str, quality: int) -> int | None:
+    """The JPEG / WebP quality an output folder's record names: none for PNG, which is lossless."""
+    return None if output_format == "png" else quality
+
+
 def record_settings(
-    output_root: str | Path, stage: str, settings: dict[str, Any], overwrite: bool
+    output_root: str | Path,
+    stage: str,
+    settings: dict[str, Any],
+    overwrite: bool,
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> PendingRecord | None:
     """Refuse to add outputs made with other settings to a folder (a re-run skips existing outputs, so
     ``lines --method xdog`` into a ``sketch`` folder would silently keep the sketches); record these.
     Returns what to call once the batch is through, if anything (see :func:`~mangacolor.imageio.keep_record`).
 
     ``--overwrite`` redoes every output, so it may change the settings. Shards of one job write the
-    same record.
+    same record. A new folder's record is written at once and taken back by :func:`close_record`
+    when the run made nothing, so that a run that failed does not bind the folder to its settings.
+    ``normalize`` brings a record written by an earlier version to the current form; a ``quality``
+    it lacks is taken to agree.
 
     Raises:
         MangacolorError: the folder holds another stage's outputs, or this stage's with other settings.
     """
+    record = {"stage": stage, **settings}
+
+    def current(stored: dict[str, Any]) -> dict[str, Any]:
+        if "quality" in record:
+            stored = {"quality": record["quality"], **stored}
+        return normalize(stored) if normalize is not None and stored.get("stage") == stage else stored
+
     try:
-        return keep_record(Path(output_root) / SETTINGS_FILE, {"stage": stage, **settings}, overwrite)
+        pending = keep_record(Path(output_root) / SETTINGS_FILE, record, overwrite, normalize=current, defer_new=True)
     except RecordMismatch as exc:
         if exc.stored.get("stage") != stage:
             made = f"`prepare {exc.stored.get('stage')}`"
@@ -472,6 +501,9 @@ def record_settings(
             f"{output_root}: made by {made}; the outputs would mix two kinds, as existing ones are skipped. "
             "Use --overwrite to redo them all, or another output folder"
         ) from None
+    if pending is not None and pending.new_folder:
+        pending()  # before any output: a run killed after the first one leaves the record
+    return pending
 
 
 def close_record(
@@ -480,12 +512,17 @@ def close_record(
     """Once ``--overwrite`` has redone a folder made otherwise, write its new record (``recorded``) ...
 
     ... unless a failed file keeps its output made the earlier way: the new record would have a
-    re-run skip it as done. Then the old record stays and ``report`` gets a note saying so.
+    re-run skip it as done. Then the old record stays and ``report`` gets a note saying so. A new
+    folder's record (written at the start) is taken back when the run made nothing.
 
     Args:
         jobs: the batch's jobs again (a listing, nothing decoded), read only when something failed.
     """
     if recorded is None:
+        return
+    if recorded.new_folder:
+        if not (report.counts["done"] or report.counts["skipped"]):  # nothing made: not bound to these settings
+            recorded.path.unlink(missing_ok=True)
         return
     failed = {f.path for f in report.failures}
     kept = (
@@ -501,16 +538,21 @@ def close_record(
 
 
 def open_output(
-    input_root: str | Path, output_root: str | Path, stage: str, settings: dict[str, Any], overwrite: bool
+    input_root: str | Path,
+    output_root: str | Path,
+    stage: str,
+    settings: dict[str, Any],
+    overwrite: bool,
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> PendingRecord | None:
     """Check and create the output folder of an image-to-image stage and record its settings; returns
-    what to call once the batch is through (:func:`record_settings`).
+    the record for :func:`close_record` once the batch is through (:func:`record_settings`).
 
     Raises:
         MangacolorError: see :func:`check_output_root` and :func:`record_settings`.
     """
     check_output_root(Path(input_root), Path(output_root))
-    return record_settings(output_root, stage, settings, overwrite)
+    return record_settings(output_root, stage, settings, overwrite, normalize)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -129,7 +130,9 @@ def test_outputs_made_with_other_settings_are_not_mixed_in(tmp_path):
     assert lines_folder(src, out, LinesConfig("sketch"), one).counts["done"] == 2
     assert lines_folder(src, out, LinesConfig("sketch"), one).counts["skipped"] == 2  # a re-run: same settings
     sketch = (out / "a0.png").read_bytes()
-    with pytest.raises(MangacolorError, match=r"made by `prepare lines` with method='sketch' \(now method='xdog'\)"):
+    with pytest.raises(
+        MangacolorError, match=r"made by `prepare lines` with method='sketch', params=.+ \(now method='xdog'"
+    ):
         lines_folder(src, out, LinesConfig("xdog"), one)
     assert (out / "a0.png").read_bytes() == sketch
     with pytest.raises(MangacolorError, match="made by `prepare lines`; the outputs would mix"):
@@ -141,6 +144,86 @@ def test_outputs_made_with_other_settings_are_not_mixed_in(tmp_path):
     pair_folders(src, src, paired, one, size=16)
     with pytest.raises(MangacolorError, match=r"with resize=16 \(now resize=24\)"):
         pair_folders(src, src, paired, one, size=24)
+
+
+def test_the_record_is_the_settings_that_matter_and_binds_only_a_folder_with_outputs(tmp_path):
+    from mangacolor.errors import MangacolorError
+    from mangacolor.prepare.lines import LinesConfig, lines_folder
+    from mangacolor.prepare.runner import SETTINGS_FILE
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(2):
+        write_image(src / f"a{i}.png", drawing(seed=i))
+    one = RunOptions(workers=1)
+    lines_folder(src, out, LinesConfig("blur"), one)
+    # a default given explicitly (or left out after giving it) is the same setting
+    assert lines_folder(src, out, LinesConfig("blur", {"sigma": 4}), one).counts["skipped"] == 2
+    with pytest.raises(MangacolorError, match=r"params=\{'sigma': 4.0\} \(now params=\{'sigma': 2.0\}\)"):
+        lines_folder(src, out, LinesConfig("blur", {"sigma": 2}), one)
+    older = json.loads((out / SETTINGS_FILE).read_text())  # as an earlier version wrote it: params as given
+    older["params"] = {}
+    del older["quality"]
+    (out / SETTINGS_FILE).write_text(json.dumps(older))
+    assert lines_folder(src, out, LinesConfig("blur"), one).counts["skipped"] == 2
+    jpg = tmp_path / "jpg"
+    crop_folder(src, jpg, CropConfig(), one, output_format="jpg", quality=20)
+    with pytest.raises(MangacolorError, match=r"quality=20 \(now quality=95\)"):
+        crop_folder(src, jpg, CropConfig(), one, output_format="jpg")
+    lossless = tmp_path / "png"
+    lines_folder(src, lossless, LinesConfig("blur"), one, quality=20)
+    assert lines_folder(src, lossless, LinesConfig("blur"), one).counts["skipped"] == 2  # PNG: quality unused
+    empty, nothing = tmp_path / "empty", tmp_path / "nothing"
+    empty.mkdir()
+    assert lines_folder(empty, nothing, LinesConfig("xdog"), one).total == 0
+    assert not (nothing / SETTINGS_FILE).exists()  # a run that made nothing does not bind the folder
+    assert lines_folder(src, nothing, LinesConfig("sketch"), one).counts["done"] == 2
+    broken = tmp_path / "broken"
+    (broken / "x.png").parent.mkdir()
+    (broken / "x.png").write_bytes(b"not an image")
+    assert lines_folder(broken, tmp_path / "failed", LinesConfig("xdog"), one).failed == 1
+    assert not (tmp_path / "failed" / SETTINGS_FILE).exists()
+
+
+def test_an_overwrite_whose_failed_files_keep_old_outputs_keeps_the_old_record(tmp_path):
+    from mangacolor.errors import MangacolorError
+    from mangacolor.prepare.lines import LinesConfig, lines_folder
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(2):
+        write_image(src / f"a{i}.png", drawing(seed=i))
+    one = RunOptions(workers=1)
+    lines_folder(src, out, LinesConfig("sketch"), one)
+    (src / "a1.png").write_bytes(b"damaged since")  # its output from the first run stays
+    report = lines_folder(src, out, LinesConfig("xdog"), RunOptions(workers=1, overwrite=True))
+    assert report.counts["done"] == 1 and report.failed == 1
+    assert len(report.notes) == 1 and "keep their outputs made with the earlier settings" in report.notes[0]
+    with pytest.raises(MangacolorError, match="method='sketch'"):
+        lines_folder(src, out, LinesConfig("xdog"), one)  # would skip a1's sketch as an xdog output
+
+
+def test_a_worker_whose_command_is_gone_ends_before_its_next_file_not_after_its_chunk(monkeypatch):
+    """The watchdog's flag is checked between files: the main thread, taking the lock again at once,
+    would otherwise run the whole chunk (minutes of large pages writing behind a re-run)."""
+    from mangacolor.prepare import runner
+
+    ran = []
+
+    def task(job: Job) -> FileResult:
+        ran.append(job.key)
+        if len(ran) == 2:
+            runner._PARENT_GONE.set()  # the command died while this file ran
+        return FileResult(job.source, "done")
+
+    def exit_(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(runner.os, "_exit", exit_)
+    try:
+        with pytest.raises(SystemExit):
+            runner._run_chunk(task, [Job(f"p{i}.png", (), f"p{i}") for i in range(8)])
+    finally:
+        runner._PARENT_GONE.clear()
+    assert ran == ["p0", "p1"]  # the file in progress was finished, no other begun
 
 
 @dataclass(frozen=True)
