@@ -217,3 +217,9 @@ def test_filter_goes_on_past_unreadable_metadata(tmp_path, monkeypatch):
     assert set(failed) == {"locked", "unreadable.json"}
     assert [json.loads(line)["id"] for line in (out / "manifest.jsonl").read_text().splitlines()] == [7]
     assert (out / "filter.json").is_file()
+
+
+def test_help_texts_keep_their_brackets():
+    """Rich reads ``[l]`` in a help text as markup and drops it: no help may depend on brackets."""
+    result = runner.invoke(app, ["prepare", "filter", "--help"], env={"COLUMNS": "240"})
+    assert result.exit_code == 0 and "*.jsonl" in " ".join(result.output.replace("│", " ").split())
