@@ -136,7 +136,8 @@ def filter_cmd(
     metadata: Annotated[
         list[Path] | None,
         typer.Option(
-            "--metadata", help="Metadata file or folder (*.json, *.jsonl, optionally .gz); repeatable. Default: ROOT/metadata."
+            "--metadata",
+            help="Metadata file or folder (*.json, *.jsonl, optionally .gz); repeatable. Default: ROOT/metadata.",
         ),
     ] = None,
     tag: Annotated[

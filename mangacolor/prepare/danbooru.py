@@ -32,7 +32,15 @@ from typing import Any, TextIO
 
 from mangacolor.errors import FileError, MangacolorError
 from mangacolor.imageio import atomic_write_bytes, is_image_path, sweep_stale_temps
-from mangacolor.prepare.runner import Job, RunOptions, iter_results, make_output_root, shard_of
+from mangacolor.prepare.runner import (
+    Job,
+    RunOptions,
+    close_record,
+    iter_results,
+    make_output_root,
+    record_settings,
+    shard_of,
+)
 from mangacolor.report import BatchReport, FileResult
 
 CATEGORIES = ("general", "artist", "copyright", "character", "meta")
@@ -581,6 +589,9 @@ def filter_posts(
                 return
 
     make_output_root(output_root)
+    # another subset, layout or selection into the folder would keep the earlier copies as done
+    settings = {"subset": subset, "layout": layout, "criteria": criteria.to_json()}
+    recorded = record_settings(output_root, "filter", settings, options.overwrite)
     unsharded = RunOptions(workers=options.workers, overwrite=options.overwrite, chunksize=options.chunksize)
     manifest = _AtomicTextFile(report.manifest)
     try:
@@ -595,6 +606,8 @@ def filter_posts(
         manifest.commit()
     finally:
         manifest.discard()
+    # the copies a failed post keeps are not looked for: that would read the whole metadata again
+    close_record(recorded, report.batch, output_root, lambda: ())
     summary = {
         "criteria": criteria.to_json(),
         "metadata": [str(f) for f in files],

@@ -266,6 +266,30 @@ def test_filter_stage(dump, tmp_path):
     assert summary["criteria"]["tags"] == ["cat"] and summary["malformed"] == 5
 
 
+def test_filter_refuses_to_mix_two_selections_in_one_folder(dump, tmp_path):
+    from mangacolor.errors import MangacolorError
+
+    out, one = tmp_path / "out", RunOptions(workers=1)
+    cat = TagFilter(tags=frozenset({"cat"}))
+    filter_posts([dump / "metadata"], dump, out, cat, one)
+    again = filter_posts([dump / "metadata"], dump, out, cat, one)  # the same selection resumes
+    assert again.batch.counts["skipped"] == 8 and again.batch.counts["done"] == 0  # 7 copies, 1 not in the dump
+    with pytest.raises(
+        MangacolorError, match=r"made by `prepare filter` with subset='512px' \(now subset='original'\)"
+    ):
+        filter_posts([dump / "metadata"], dump, out, cat, one, subset="original")  # would keep the 512px copies
+    with pytest.raises(MangacolorError, match="criteria="):
+        filter_posts([dump / "metadata"], dump, out, TagFilter(tags=frozenset({"solo"})), one)
+    redone = filter_posts(
+        [dump / "metadata"], dump, out, TagFilter(tags=frozenset({"solo"})), RunOptions(workers=1, overwrite=True)
+    )
+    assert (
+        redone.batch.failed == 0
+        and filter_posts([dump / "metadata"], dump, out, TagFilter(tags=frozenset({"solo"})), one).batch.counts["done"]
+        == 0
+    )
+
+
 def test_filter_options(dump, tmp_path):
     def ids(criteria: TagFilter, **kw) -> list[int]:
         out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
