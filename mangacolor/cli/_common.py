@@ -126,13 +126,22 @@ RESUME_CHANGEABLE = {"steps": "steps", "device": "device", "workers": "num_worke
 """Options a ``--resume`` may change (CLI name -> config field); ``--time-limit`` is per call anyway."""
 
 
-def load_run_config(run_dir: Path, config_cls: type[T], command: str, ctx: typer.Context | None = None) -> T:
+def load_run_config(
+    run_dir: Path,
+    config_cls: type[T],
+    command: str,
+    ctx: typer.Context | None = None,
+    stored_as: dict[str, Callable[[Any, Any], bool]] | None = None,
+) -> T:
     """Rebuild a training config from ``RUN_DIR/config.json`` for ``--resume RUN_DIR``.
 
     The run folder is the one given now, so a run folder that was moved, or a resume from another
     working directory, still finds its state. With the command's ``ctx``, options given on the
     command line are checked: those in :data:`RESUME_CHANGEABLE` replace the stored values, any
-    other is refused rather than silently ignored.
+    other is refused rather than silently ignored, unless it repeats the stored value, so that a
+    script may resume with its first command line: ``stored_as`` tells, for an option the config
+    keeps under another name or form (``--width`` as ``model.base_width``), whether a value is the
+    stored one (:func:`stored_in`, :func:`stored_json`, :func:`stored_under`).
 
     Raises:
         MangacolorError: no readable ``config.json`` of this command in ``run_dir``, or an option
@@ -158,7 +167,7 @@ def load_run_config(run_dir: Path, config_cls: type[T], command: str, ctx: typer
     config.betas = tuple(config.betas)  # type: ignore[attr-defined]
     config.run_dir = str(run_dir)  # type: ignore[attr-defined]
     if ctx is not None:
-        _apply_resume_options(ctx, config, run_dir)
+        _apply_resume_options(ctx, config, run_dir, stored_as or {})
     return config
 
 
@@ -168,9 +177,15 @@ def on_command_line(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"  # by name: typer may bring its own copy of click
 
 
-def _apply_resume_options(ctx: typer.Context, config: Any, run_dir: Path) -> None:
+def _apply_resume_options(
+    ctx: typer.Context, config: Any, run_dir: Path, stored_as: dict[str, Callable[[Any, Any], bool]]
+) -> None:
     given = [p for p in ctx.command.params if p.name not in ("resume", "time_limit") and on_command_line(ctx, p.name)]
-    fixed = [p for p in given if p.name not in RESUME_CHANGEABLE and not _as_stored(ctx.params[p.name], config, p.name)]
+    fixed = [
+        p
+        for p in given
+        if p.name not in RESUME_CHANGEABLE and not _as_stored(ctx.params[p.name], config, p.name, stored_as)
+    ]
     if fixed:
         names = ", ".join(p.opts[0] if p.opts and p.opts[0].startswith("-") else p.name.upper() for p in fixed)
         raise MangacolorError(
@@ -182,13 +197,64 @@ def _apply_resume_options(ctx: typer.Context, config: Any, run_dir: Path) -> Non
             setattr(config, RESUME_CHANGEABLE[p.name], ctx.params[p.name])
 
 
-def _as_stored(value: Any, config: Any, name: str) -> bool:
+def _as_stored(value: Any, config: Any, name: str, stored_as: dict[str, Callable[[Any, Any], bool]]) -> bool:
     """Whether an option given with ``--resume`` repeats the run's stored value (``--seed 0`` for a run
-    with seed 0): a script that resumes with its first command line is not refused for it."""
-    if not hasattr(config, name) or isinstance(value, Path):
+    with seed 0, ``DATA`` naming the same folder, ``--stages 64,128`` as stored): a script that
+    resumes with its first command line is not refused for it."""
+    if name in stored_as:
+        return bool(stored_as[name](config, value))
+    if not hasattr(config, name):
         return False
     stored = getattr(config, name)
-    return type(value) in (int, float, str, bool) and type(stored) is type(value) and stored == value
+    if isinstance(value, Path):  # stored absolute (the run folder: where it is now)
+        return isinstance(stored, str) and os.path.abspath(value) == os.path.abspath(stored)
+    if name == "stages" and isinstance(value, str):
+        from mangacolor.training.loop import parse_stages
+
+        try:
+            return parse_stages(value, config.crop_size) == list(stored or [])
+        except (MangacolorError, TypeError, ValueError):
+            return False
+    if isinstance(value, int | float) and not isinstance(value, bool) and isinstance(stored, int | float):
+        return not isinstance(stored, bool) and float(value) == float(stored)
+    return type(value) in (str, bool) and type(stored) is type(value) and stored == value
+
+
+def stored_in(key: str, field: str | tuple[str, ...]) -> Callable[[Any, Any], bool]:
+    """``stored_as`` entry: the option is kept as ``config.<key>[<field>]`` (the first of several
+    names present), e.g. ``--width`` as ``model.base_width``."""
+    names = (field,) if isinstance(field, str) else field
+
+    def check(config: Any, value: Any) -> bool:
+        stored = getattr(config, key) or {}
+        name = next((n for n in names if n in stored), None)
+        return name is not None and stored[name] == value
+
+    return check
+
+
+def stored_json(key: str) -> Callable[[Any, Any], bool]:
+    """``stored_as`` entry: a JSON-object option merged into ``config.<key>`` (``--model-config``),
+    taken as stored when its every entry is."""
+
+    def check(config: Any, text: Any) -> bool:
+        try:
+            given = json.loads(text) if isinstance(text, str) else None
+        except ValueError:
+            return False
+        stored = getattr(config, key) or {}
+        return isinstance(given, dict) and all(stored.get(k) == v for k, v in given.items())
+
+    return check
+
+
+def stored_under(field: str) -> Callable[[Any, Any], bool]:
+    """``stored_as`` entry: the option is the config's ``field`` (``--perceptual`` as ``perceptual_weight``)."""
+
+    def check(config: Any, value: Any) -> bool:
+        return _as_stored(value, config, field, {})
+
+    return check
 
 
 def json_option(text: str | None, option: str) -> dict[str, Any]:

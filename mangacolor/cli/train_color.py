@@ -20,10 +20,27 @@ from mangacolor.cli._common import (
     load_run_config,
     on_command_line,
     run_training_command,
+    stored_in,
+    stored_json,
+    stored_under,
 )
 from mangacolor.errors import MangacolorError
 from mangacolor.models import get_spec, list_models
 from mangacolor.training.loop import parse_stages
+
+# options the run config keeps under another name or form (a resume with the first command line)
+_STORED_AS = {
+    "width": stored_in("model", ("base_width", "width")),
+    "depth": stored_in("model", "depth"),
+    "model_config": stored_json("model"),
+    "disc": stored_under("discriminator_arch"),
+    "d_width": stored_in("discriminator", "base_width"),
+    "d_config": stored_json("discriminator"),
+    "feature_matching": stored_under("feature_matching_weight"),
+    "perceptual": stored_under("perceptual_weight"),
+    "init": stored_under("init_weights"),
+    "half": stored_under("half_checkpoint"),
+}
 
 
 def _colorizers() -> set[str]:
@@ -159,7 +176,7 @@ def train_color(
     from mangacolor.training.colorizer import ColorTrainConfig, train_colorizer
 
     if resume is not None:
-        config = load_run_config(resume, ColorTrainConfig, "train-color", ctx)
+        config = load_run_config(resume, ColorTrainConfig, "train-color", ctx, _STORED_AS)
     else:
         if data is None or run_dir is None:
             raise MangacolorError("give DATA and RUN_DIR, or --resume RUN_DIR")

@@ -17,10 +17,23 @@ from mangacolor.cli._common import (
     is_main_process,
     load_run_config,
     run_training_command,
+    stored_in,
+    stored_under,
 )
 from mangacolor.errors import MangacolorError
 from mangacolor.models import list_models
 from mangacolor.training.loop import parse_stages
+
+# options the run config keeps under another name or form (a resume with the first command line)
+_STORED_AS = {
+    "width": stored_in("generator", "base_width"),
+    "blocks": stored_in("generator", "n_blocks"),
+    "c_width": stored_in("color_generator", "base_width"),
+    "c_blocks": stored_in("color_generator", "n_blocks"),
+    "disc": stored_under("discriminator_arch"),
+    "d_width": stored_in("discriminator", "base_width"),
+    "half": stored_under("half_checkpoint"),
+}
 
 
 def _names(task: str) -> str:
@@ -84,7 +97,7 @@ def train_scan(
     from mangacolor.training.scan import ScanTrainConfig, train_scan_generator
 
     if resume is not None:
-        config = load_run_config(resume, ScanTrainConfig, "train-scan", ctx)
+        config = load_run_config(resume, ScanTrainConfig, "train-scan", ctx, _STORED_AS)
     else:
         if scans is None or colors is None or run_dir is None:
             raise MangacolorError("give SCANS, COLORS and RUN_DIR, or --resume RUN_DIR")

@@ -51,14 +51,21 @@ def test_resume_refuses_options_it_cannot_change_and_takes_the_ones_it_can(color
     assert refused.exit_code == 2
     assert "--crop-size, --lr-g cannot change" in refused.stderr and "--steps" in refused.stderr
     other = _train(str(color_folder), str(tmp_path / "other"), "--resume", str(run))
-    assert other.exit_code == 2 and "DATA, RUN_DIR cannot change" in other.stderr
+    assert other.exit_code == 2 and "RUN_DIR cannot change" in other.stderr and "DATA" not in other.stderr
+    wider = _train(str(color_folder), str(run), "--resume", str(run), *TOY[:2], "--width", "8", "--depth", "4")
+    assert wider.exit_code == 2 and "--width, --depth cannot change" in wider.stderr
     shorter = _train("--resume", str(run), "--steps", "1")
     assert shorter.exit_code == 2 and "stands at step 2, beyond the 1 steps asked for" in shorter.stderr
     # the run's own values repeated (a script resuming with its first command line) are not a change
     longer = _train("--resume", str(run), "--steps", "3", "--device", "cpu", "--crop-size", "32", "--seed", "0")
     assert longer.exit_code == 0, longer.output
     assert json.loads((run / "config.json").read_text())["steps"] == 3
-    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1] == 3
+    # the whole first command line: paths, options kept under other names (--width as model.base_width)
+    first_line = [str(color_folder), str(run), "--steps", "4", *TOY, *QUIET, "--model-config", '{"depth": 3}']
+    again = _train(*first_line, "--resume", str(run))
+    assert again.exit_code == 0, again.output
+    assert json.loads((run / "config.json").read_text())["steps"] == 4
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1] == 4
 
 
 def test_resume_warns_when_the_training_images_changed(color_folder, tmp_path, caplog):
@@ -305,3 +312,32 @@ def test_pretraining_that_covers_the_whole_run_is_pointed_out(color_folder, tmp_
     result = _train(str(color_folder), str(tmp_path / "run"), "--steps", "2", "--pretrain-steps", "5", *TOY, *QUIET)
     assert result.exit_code == 0, result.output
     assert "--pretrain-steps 5 covers all 2 steps: the discriminator never trains" in caplog.text
+
+
+def test_options_repeated_in_their_stored_form_are_not_a_change(tmp_path):
+    """What a resume with the first command line compares: paths made absolute, --stages parsed,
+    numbers whatever their type, options kept under other names."""
+    from types import SimpleNamespace
+
+    from mangacolor.cli._common import _as_stored, stored_in, stored_json, stored_under
+
+    config = SimpleNamespace(
+        scans=str(tmp_path / "scans"),
+        crop_size=64,
+        stages=[32, 48],
+        lr_g=0.0002,
+        generator={"base_width": 8, "n_blocks": 2},
+        perceptual_weight=10.0,
+    )
+    same = {"blocks": stored_in("generator", "n_blocks"), "perceptual": stored_under("perceptual_weight")}
+    assert _as_stored(tmp_path / "scans", config, "scans", {})
+    assert not _as_stored(tmp_path / "other", config, "scans", {})
+    assert _as_stored("32,48", config, "stages", {}) and _as_stored("32, 48", config, "stages", {})
+    assert not _as_stored("32", config, "stages", {})
+    assert _as_stored(2e-4, config, "lr_g", {}) and not _as_stored(1e-3, config, "lr_g", {})
+    assert _as_stored(2, config, "blocks", same) and not _as_stored(3, config, "blocks", same)
+    assert _as_stored(10, config, "perceptual", same)
+    assert not _as_stored(True, config, "nothing_like_it", {})
+    config.model = {"depth": 3, "norm": "layer"}
+    assert stored_json("model")(config, '{"norm": "layer"}') and not stored_json("model")(config, '{"norm": "batch"}')
+    assert not stored_json("model")(config, "not json")
