@@ -120,6 +120,17 @@ def save(
     return path
 
 
+def torch_load_reason(exc: Exception, path: str | Path) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in one line of ours (not torch's advice)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # torch's advice to unpickle the file is not ours to give
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        return f"not a PyTorch file of plain tensors ({detail})"
+    # outside a zip archive torch's own text is noise: "174812789", "EOFError", "pop from empty list"
+    detail = (text.splitlines() or [""])[0].split(". ")[0]
+    return "not a PyTorch file, or a damaged one" + (f" ({detail})" if zipfile.is_zipfile(path) else "")
+
+
 def load_torch_weights(path: str | Path, what: str) -> dict[str, Any]:
     """A state dict from a PyTorch file (``.pth``), read with ``weights_only``: nothing is unpickled.
 
@@ -138,14 +149,7 @@ def load_torch_weights(path: str | Path, what: str) -> dict[str, Any]:
     except OSError as exc:
         raise CheckpointError(path, f"cannot read {what}: {exc.strerror or exc}") from None
     except Exception as exc:  # zip, pickle and unpickler errors have no common base
-        text = str(exc)
-        if "WeightsUnpickler error:" in text:  # torch's advice to unpickle the file is not ours to give
-            detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
-            reason = f"not a PyTorch file of plain tensors ({detail})"
-        else:  # outside a zip archive torch's own text is noise: "174812789", "EOFError", "pop from empty list"
-            detail = (text.splitlines() or [""])[0].split(". ")[0]
-            reason = "not a PyTorch file, or a damaged one" + (f" ({detail})" if zipfile.is_zipfile(path) else "")
-        raise CheckpointError(path, f"cannot read {what}: {reason}") from None
+        raise CheckpointError(path, f"cannot read {what}: {torch_load_reason(exc, path)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -424,11 +424,30 @@ def load_resume(path: Path) -> dict[str, Any]:
     """
     if not path.exists():
         raise MangacolorError(f"{path}: no resume state in this run folder")
+    from mangacolor.checkpoint import torch_load_reason
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise MangacolorError(f"{path}: unreadable resume state ({exc.strerror or exc})") from None
     except Exception as exc:  # torch raises several types for damaged files
-        reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
-        raise MangacolorError(f"{path}: unreadable resume state ({reason})") from None
+        raise MangacolorError(f"{path}: unreadable resume state ({torch_load_reason(exc, path)})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("task"), dict):
+        raise MangacolorError(f"{path}: not a resume state of this program")
+    return state
+
+
+def resume_mismatch(path: Path, exc: Exception) -> MangacolorError:
+    """The error for resume state that does not fit the run (another run's, an edited config.json)."""
+    if isinstance(exc, KeyError):
+        detail = f"it holds no {exc.args[0]!r}"
+    else:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else ""
+        detail = (detail or (lines[0] if lines else type(exc).__name__))[:200]
+    return MangacolorError(
+        f"{path}: resume state that does not fit this run ({detail}); copied from another run, or config.json edited?"
+    )
 
 
 # ----------------------------------------------------------------------------- the task protocol
@@ -747,8 +766,14 @@ def run_training(
     window_s = 0.0  # seconds the partial logging window had run when the resume state was saved
     if resume:
         state = load_resume(run_path / RESUME_FILE)
-        task.load_state_dict(state["task"])
-        global_step = state["step"]
+        try:
+            task.load_state_dict(state["task"])
+            global_step = int(state["step"])
+            missing = [k for k in ("stage", "epoch", "batch_in_epoch", "best", "rng") if k not in state]
+            if missing:
+                raise KeyError(missing[0])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise resume_mismatch(run_path / RESUME_FILE, exc) from None
         if global_step > total:
             raise MangacolorError(
                 f"{run_path}: the run stands at step {global_step}, beyond the {total} steps asked for; "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from mangacolor.cli import app
@@ -341,3 +342,30 @@ def test_options_repeated_in_their_stored_form_are_not_a_change(tmp_path):
     config.model = {"depth": 3, "norm": "layer"}
     assert stored_json("model")(config, '{"norm": "layer"}') and not stored_json("model")(config, '{"norm": "batch"}')
     assert not stored_json("model")(config, "not json")
+
+
+def test_damaged_or_foreign_resume_state_is_a_one_line_error(color_folder, tmp_path):
+    run = tmp_path / "run"
+    assert _train(str(color_folder), str(run), "--steps", "1", *TOY, *QUIET).exit_code == 0
+    good = (run / "resume.pt").read_bytes()
+
+    def resume_error() -> str:
+        result = _train("--resume", str(run), "--steps", "2")
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        return " ".join(result.stderr.replace("│", " ").split())
+
+    (run / "resume.pt").write_bytes(b"garbage")
+    error = resume_error()
+    assert "resume.pt: unreadable resume state (not a PyTorch file" in error
+    assert "weights_only" not in error  # torch's advice to unpickle the file is not ours to give
+    torch.save({"generator": {}, "step": 1}, run / "resume.pt")  # another program's (or trainer's) state
+    assert "resume.pt: not a resume state of this program" in resume_error()
+    torch.save({"task": {"generator": {}}, "step": 1}, run / "resume.pt")
+    assert "resume state that does not fit this run" in resume_error()
+    (run / "resume.pt").write_bytes(good)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["base_width"] = 8  # a config edited by hand
+    (run / "config.json").write_text(json.dumps(config))
+    error = resume_error()
+    assert "resume state that does not fit this run (size mismatch for" in error and len(error) < 400
