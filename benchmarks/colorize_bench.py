@@ -25,10 +25,15 @@ from machine import describe
 A4_200DPI = (2339, 1654)  # (H, W)
 
 
-def make_page(seed: int) -> np.ndarray:
+def a4(dpi: int) -> tuple[int, int]:
+    """An A4 page's (H, W) in pixels at ``dpi`` (200 dpi: 2339 x 1654)."""
+    return round(297 / 25.4 * dpi), round(210 / 25.4 * dpi)
+
+
+def make_page(seed: int, shape: tuple[int, int] = A4_200DPI) -> np.ndarray:
     """A synthetic greyscale manga page: panels, shapes with outlines, screentone, text-like strokes."""
     rng = np.random.default_rng(seed)
-    h, w = A4_200DPI
+    h, w = shape
     page = np.full((h, w), 255, np.uint8)
     yy, xx = np.mgrid[0:h, 0:w]
     tone = ((yy % 8 < 3) & (xx % 8 < 3)).astype(np.uint8) * 255  # dot screentone
@@ -71,7 +76,7 @@ def child(pages: int, args: argparse.Namespace) -> dict:
         src, dst = Path(tmp) / "in", Path(tmp) / "out"
         src.mkdir()
         for i in range(pages):
-            cv2.imwrite(str(src / f"page_{i:03d}.png"), make_page(i))
+            cv2.imwrite(str(src / f"page_{i:03d}.png"), make_page(i, a4(args.dpi)))
         model = Path(args.model) if args.model else default_model_path()
         translator = Translator.from_checkpoint(model, device=args.device, size=args.size)
         translator(make_page(999)[:512, :512])  # warm-up (allocator, kernels)
@@ -98,10 +103,13 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=None, help="working size (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--dpi", type=int, default=200, help="A4 pages scanned at this resolution (200: 1654 x 2339)")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if min(args.pages) < 1 or args.batch_size < 1 or (args.size is not None and args.size < 0):
         parser.error("--pages and --batch-size must be at least 1, --size at least 0")
+    if not 50 <= args.dpi <= 1200:
+        parser.error("--dpi must be between 50 and 1200")
     from mangacolor.errors import MangacolorError
 
     try:
@@ -113,6 +121,8 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(describe(args.device))
+    h, w = a4(args.dpi)
+    print(f"A4 pages at {args.dpi} dpi: {w} x {h} px")
     header = ("pages", "device", "size", "batch", "s/page", "pages/s", "peak RSS MiB")
     print("{:>6} {:>10} {:>5} {:>5} {:>7} {:>8} {:>13}".format(*header))
     for n in args.pages:
@@ -125,6 +135,8 @@ def main() -> int:
             args.device,
             "--batch-size",
             str(args.batch_size),
+            "--dpi",
+            str(args.dpi),
         ]
         cmd += ["--model", args.model] if args.model else []
         cmd += ["--size", str(args.size)] if args.size is not None else []

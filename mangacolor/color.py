@@ -109,7 +109,12 @@ def is_ink_page(gray: np.ndarray, max_filled: float = 0.03, min_bilevel: float =
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def merge_luminance(gray: np.ndarray, color: np.ndarray) -> np.ndarray:
+MERGE_STRIP_PIXELS = 1 << 22
+"""Pixels per strip of rows :func:`merge_luminance` works on, so that its float temporaries stay small
+beside a page of 100 megapixels."""
+
+
+def merge_luminance(gray: np.ndarray, color: np.ndarray, strip_pixels: int = MERGE_STRIP_PIXELS) -> np.ndarray:
     """Combine a full-resolution greyscale page with a (smaller) colour prediction.
 
     The prediction is split into its luma and its chroma offsets ``d = rgb - luma(rgb)`` (which
@@ -121,6 +126,7 @@ def merge_luminance(gray: np.ndarray, color: np.ndarray) -> np.ndarray:
     Args:
         gray: ``uint8`` (H, W) page luma at full resolution.
         color: ``uint8`` (h, w, 3) RGB prediction, any size; it is resized to (H, W).
+        strip_pixels: pixels per strip of rows worked on at a time (the result does not depend on it).
 
     Returns:
         ``uint8`` (H, W, 3).
@@ -139,11 +145,16 @@ def merge_luminance(gray: np.ndarray, color: np.ndarray) -> np.ndarray:
         d = cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR)
         d_max = cv2.resize(d_max, (w, h), interpolation=cv2.INTER_LINEAR)
         d_min = cv2.resize(d_min, (w, h), interpolation=cv2.INTER_LINEAR)
-    y = gray.astype(np.float32)  # (H, W)
-    s = np.minimum((255.0 - y) / np.maximum(d_max, 1e-6), y / np.maximum(-d_min, 1e-6))
-    np.minimum(s, 1.0, out=s)  # (H, W)
-    d *= s[..., None]
-    d += y[..., None]
-    d += 0.5
-    np.clip(d, 0, 255, out=d)
-    return d.astype(np.uint8)
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, strip_pixels // max(w, 1))
+    for top in range(0, h, rows):  # strips: the temporaries below are a strip's, not the page's
+        band = slice(top, top + rows)
+        y = gray[band].astype(np.float32)  # (rows, W)
+        s = np.minimum((255.0 - y) / np.maximum(d_max[band], 1e-6), y / np.maximum(-d_min[band], 1e-6))
+        np.minimum(s, 1.0, out=s)
+        strip = d[band] * s[..., None]  # (rows, W, 3)
+        strip += y[..., None]
+        strip += 0.5
+        np.clip(strip, 0, 255, out=strip)
+        out[band] = strip  # truncates, as astype(np.uint8) does
+    return out

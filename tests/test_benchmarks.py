@@ -325,6 +325,19 @@ def test_colorize_bench_reports_the_child_error_in_one_line(tmp_path):
     assert proc.stderr.strip() == f"error: {missing}: no such checkpoint file"  # not a CalledProcessError traceback
     proc = subprocess.run([*script, "--pages", "0"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--pages and --batch-size must be at least 1" in proc.stderr
+    proc = subprocess.run([*script, "--dpi", "5000"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--dpi must be between 50 and 1200" in proc.stderr
+
+
+def test_colorize_bench_pages_follow_the_dpi():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import colorize_bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert colorize_bench.a4(200) == colorize_bench.A4_200DPI
+    page = colorize_bench.make_page(0, colorize_bench.a4(100))
+    assert page.shape == (1169, 827) and page.min() == 0 and page.max() == 255
 
 
 def test_colorize_and_scan_bench_refuse_a_scan_generator_as_the_colorizer(scan_checkpoint):

@@ -46,6 +46,15 @@ def test_merge_keeps_full_resolution_luminance():
         merge_luminance(small, small)
 
 
+def test_merge_in_strips_is_the_merge_of_the_whole_page():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (97, 61), dtype=np.uint8)
+    color = rng.integers(0, 256, (13, 9, 3), dtype=np.uint8)
+    whole = merge_luminance(gray, color, strip_pixels=97 * 61)
+    for strip_pixels in (1, 61 * 5, 61 * 7 + 3):  # one row, strips that do not divide the page
+        np.testing.assert_array_equal(merge_luminance(gray, color, strip_pixels=strip_pixels), whole)
+
+
 def _outlines(h: int, w: int, thickness: int) -> np.ndarray:
     """Circles and a rectangle drawn as dark strokes on white paper: line art. uint8 (H, W)."""
     page = np.full((h, w), 255, np.uint8)
