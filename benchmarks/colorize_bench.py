@@ -35,7 +35,7 @@ def make_page(seed: int, shape: tuple[int, int] = A4_200DPI) -> np.ndarray:
     rng = np.random.default_rng(seed)
     h, w = shape
     page = np.full((h, w), 255, np.uint8)
-    yy, xx = np.mgrid[0:h, 0:w]
+    yy, xx = np.ogrid[0:h, 0:w]  # broadcast: no page-sized index arrays in the measured process
     tone = ((yy % 8 < 3) & (xx % 8 < 3)).astype(np.uint8) * 255  # dot screentone
     for top in range(80, h - 400, 560):
         for left in (80, w // 2 + 20):

@@ -65,6 +65,10 @@ def test_multiply_lays_the_page_over_the_colour():
     gray = np.array([[255, 0, 128]], np.uint8)
     color = np.full((1, 3, 3), (200, 100, 51), np.uint8)
     assert multiply_lines(gray, color).tolist() == [[[200, 100, 51], [0, 0, 0], [100, 50, 26]]]
+    ink, paint = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8))  # every pair
+    exact = (paint.astype(np.int64) * ink + 127) // 255  # round(paint * ink / 255)
+    out = multiply_lines(ink, np.stack([paint, 255 - paint, paint], axis=-1))
+    assert np.array_equal(out[..., 0], exact) and np.array_equal(out[..., 2], exact)
 
 
 def test_auto_merge_multiplies_line_art_and_keeps_the_luma_of_shaded_pages(toy_checkpoint):
