@@ -184,6 +184,30 @@ class PairedFolderSource:
         return x, y
 
 
+def typical_long_side(source: PairSource, sample: int = 256) -> int | None:
+    """The median long side of a source's target images, from the headers of up to ``sample`` files
+    spread over it (nothing decoded; an A|B image counts half its width); ``None`` if none is read.
+
+    A colorizer trained on crops of images at their own size saw pages at about this scale, which is
+    therefore its working size at inference (not the crop's).
+    """
+    from PIL import Image
+
+    n = len(source)
+    k = min(n, sample)
+    picks = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})  # evenly spread, ends included
+    halves = isinstance(source, AlignedSource)
+    sides = []
+    for i in picks:
+        try:
+            with Image.open(source.key(i)) as img:
+                w, h = img.size
+        except Exception:  # noqa: BLE001 - an unreadable file is the loader's to report
+            continue
+        sides.append(max(w // 2 if halves else w, h))
+    return int(np.median(sides)) if sides else None
+
+
 class AlignedSource(ColorFolderSource):
     """pix2pix's side-by-side A|B images: A (left) is the input, B (right) the colour target."""
 

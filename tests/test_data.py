@@ -108,3 +108,15 @@ def test_split_files_keeps_a_test_split_apart_from_training_and_validation():
     for bad in (-0.1, 1.0, 0.95):
         with pytest.raises(ValueError, match="skip_fraction"):
             split_files(files, 0.05, skip_fraction=bad)
+
+
+def test_typical_long_side_reads_headers_and_halves_aligned_pairs(tmp_path):
+    from mangacolor.data import AlignedSource, ColorFolderSource, typical_long_side
+
+    for i, (h, w) in enumerate([(40, 60), (100, 50), (70, 70), (30, 20), (80, 64)]):
+        write_image(tmp_path / "c" / f"{i}.png", np.zeros((h, w, 3), np.uint8))
+    (tmp_path / "c" / "9.png").write_bytes(b"not an image")  # skipped: the loader reports it
+    assert typical_long_side(ColorFolderSource(tmp_path / "c")) == 70  # median of 60, 100, 70, 30, 80
+    assert typical_long_side(ColorFolderSource(tmp_path / "c"), sample=2) in (60, 70, 80, 100)
+    write_image(tmp_path / "ab" / "0.png", np.zeros((50, 200, 3), np.uint8))  # two 50 x 100 halves
+    assert typical_long_side(AlignedSource(tmp_path / "ab")) == 100

@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mangacolor import checkpoint
-from mangacolor.data import AugmentConfig, ColorizationDataset, check_input_kind, make_source, split_files
+from mangacolor.data import (
+    AugmentConfig,
+    ColorizationDataset,
+    check_input_kind,
+    make_source,
+    split_files,
+    typical_long_side,
+)
 from mangacolor.errors import MangacolorError
 from mangacolor.losses import GANLoss
 from mangacolor.models import build_config, create_model, get_spec
@@ -671,8 +678,9 @@ def train_colorizer(
             "resolution": stages[-1],
             "stages": stages,
             "load_size": config.load_size,
-            # inference default: the scale the network was trained at
-            "working_size": config.load_size or stages[-1],
+            # inference default: the scale the network was trained at (crops of images at their own
+            # size: the images' typical size, never below the crop)
+            "working_size": config.load_size or max(stages[-1], typical_long_side(task.train_source) or 0),
             "trainer": "pix2pix",
             "l1_weight": config.l1_weight,
             "gan_weight": config.gan_weight,

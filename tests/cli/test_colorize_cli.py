@@ -183,6 +183,8 @@ def test_train_color_then_colorize(color_folder, tmp_path):
     assert [m["step"] for m in metrics] == [2, 4]
     assert {"loss_d", "loss_g_l1", "loss_g_gan", "images_per_s", "val_l1"} <= set(metrics[0])
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    # crops of 48 x 64 images at their own size: the model works on pages at that scale, not the crop's
+    assert checkpoint.read_info(ckpt).provenance["working_size"] == 64
     gray = tmp_path / "gray"
     write_image(gray / "page.png", luma(drawing(90, 70)))
     out = runner.invoke(app, ["colorize", str(gray), str(tmp_path / "col"), "-m", str(ckpt)])
