@@ -552,6 +552,11 @@ def keep_record(
     return PendingRecord(path, record, new_folder=False)
 
 
+def record_quality(output_format: str, quality: int) -> int | None:
+    """The JPEG / WebP quality an output folder's record names: none for PNG, which is lossless."""
+    return None if output_format == "png" else quality
+
+
 class RecordMismatch(MangacolorError):
     """An output folder made by other settings (see :func:`keep_record`)."""
 

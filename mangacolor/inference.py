@@ -51,6 +51,7 @@ from mangacolor.imageio import (
     list_images,
     read_image,
     real_path,
+    record_quality,
     to_tensor,
     to_uint8,
 )
@@ -516,7 +517,7 @@ def _record_run(translator: Translator | PageRouter, out_root: Path, options: Fo
         "size": [t.size for t in models],
         "merge": [t.merge for t in models],
         "format": options.output_format,
-        "quality": None if options.output_format == "png" else options.quality,  # PNG is lossless
+        "quality": record_quality(options.output_format, options.quality),
         "reference": [t.reference_digest for t in models],  # the style image of reference-style models
         "candidates": options.candidates,
         "force": options.force,
@@ -602,11 +603,11 @@ def run_folder(
     kept_old: list[str] = []  # updating: failed pages whose outputs from before are still there
 
     def record(result: FileResult) -> None:
-        if updating and result.status == "failed" and any(p.exists() for p in planned.get(result.path, ())):
-            with lock:
-                kept_old.append(result.path)
+        old = updating and result.status == "failed" and any(p.exists() for p in planned.get(result.path, ()))
         with lock:
             report.add(result)
+            if old:
+                kept_old.append(result.path)
         if on_result is not None:
             on_result(result)
 

@@ -316,16 +316,8 @@ def crop_folder(
             use the post's original size to undo the letterbox exactly.
         on_result: called with each file's outcome.
     """
-    from mangacolor.imageio import list_images
-    from mangacolor.prepare.runner import (
-        ImageTask,
-        RunOptions,
-        close_record,
-        image_jobs,
-        open_output,
-        record_quality,
-        run_jobs,
-    )
+    from mangacolor.imageio import list_images, record_quality
+    from mangacolor.prepare.runner import ImageTask, RunOptions, close_record, image_jobs, open_output, run_jobs
 
     options = options or RunOptions()
     settings = {

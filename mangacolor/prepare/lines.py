@@ -244,15 +244,8 @@ def lines_folder(
         quality: JPEG / WebP quality.
         on_result: called with each file's outcome.
     """
-    from mangacolor.prepare.runner import (
-        ImageTask,
-        RunOptions,
-        close_record,
-        image_jobs,
-        open_output,
-        record_quality,
-        run_jobs,
-    )
+    from mangacolor.imageio import record_quality
+    from mangacolor.prepare.runner import ImageTask, RunOptions, close_record, image_jobs, open_output, run_jobs
 
     config, options = config or LinesConfig(), options or RunOptions()
     settings = {

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from mangacolor.errors import FileError, MangacolorError
-from mangacolor.imageio import atomic_write_bytes, list_images, read_image, write_image
+from mangacolor.imageio import atomic_write_bytes, list_images, read_image, record_quality, write_image
 from mangacolor.prepare.runner import (
     InputGuard,
     Job,
@@ -28,7 +28,6 @@ from mangacolor.prepare.runner import (
     check_output_root,
     close_record,
     iter_results,
-    record_quality,
     record_settings,
 )
 from mangacolor.report import BatchReport, FileResult

@@ -457,11 +457,6 @@ SETTINGS_FILE = ".mangacolor-prepare.json"
 """Hidden record in an output folder of the stage and settings that made it."""
 
 
-def record_quality(output_format: str, quality: int) -> int | None:
-    """The JPEG / WebP quality an output folder's record names: none for PNG, which is lossless."""
-    return None if output_format == "png" else quality
-
-
 def record_settings(
     output_root: str | Path,
     stage: str,
