@@ -511,14 +511,13 @@ def keep_record(
     record: dict[str, Any],
     overwrite: bool,
     normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    defer_new: bool = False,
 ) -> PendingRecord | None:
     """An output folder's record of what made it (a small JSON file), kept true across interrupted runs.
 
-    A folder without a record gets ``record`` at once (and ``None`` is returned, as for a folder with
-    this record), or, with ``defer_new``, when the returned :class:`PendingRecord` is called (before
-    the first output, so that a folder where nothing was made is not bound to these settings). A
-    folder whose record differs is refused, unless ``overwrite``: then the returned record is to be
+    For a folder with this record, ``None`` is returned. For a folder without a record, a
+    :class:`PendingRecord` (``new_folder``) that the caller writes before the first output (a folder
+    where nothing was made is then not bound to these settings). A folder whose record differs is
+    refused, unless ``overwrite``: then the returned record is to be
     written once the batch has redone every output; a batch that stops before, or leaves a failed
     file's old output, keeps the old record, so that a re-run does not skip the old outputs as done.
     An unreadable record counts as none.
@@ -542,11 +541,7 @@ def keep_record(
     if stored == record:
         return None
     if not isinstance(stored, dict):
-        pending = PendingRecord(path, record, new_folder=True)
-        if defer_new:
-            return pending
-        pending()
-        return None
+        return PendingRecord(path, record, new_folder=True)
     if not overwrite:
         raise RecordMismatch(stored, record)
     return PendingRecord(path, record, new_folder=False)

@@ -528,7 +528,7 @@ def _record_run(translator: Translator | PageRouter, out_root: Path, options: Fo
 
     try:
         path = out_root / f".mangacolor-{translator.info.task}.json"
-        return keep_record(path, record, options.overwrite or options.update, normalize=normalize, defer_new=True)
+        return keep_record(path, record, options.overwrite or options.update, normalize=normalize)
     except RecordMismatch as exc:
         changed, stored = exc.changed, exc.stored
 

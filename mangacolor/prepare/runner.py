@@ -485,7 +485,7 @@ def record_settings(
         return normalize(stored) if normalize is not None and stored.get("stage") == stage else stored
 
     try:
-        pending = keep_record(Path(output_root) / SETTINGS_FILE, record, overwrite, normalize=current, defer_new=True)
+        pending = keep_record(Path(output_root) / SETTINGS_FILE, record, overwrite, normalize=current)
     except RecordMismatch as exc:
         if exc.stored.get("stage") != stage:
             made = f"`prepare {exc.stored.get('stage')}`"
