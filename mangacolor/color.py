@@ -138,23 +138,41 @@ def merge_luminance(gray: np.ndarray, color: np.ndarray, strip_pixels: int = MER
     h, w = gray.shape
     c = color.astype(np.float32)  # (h, w, 3)
     d = c - (c @ _LUMA_WEIGHTS)[..., None]  # (h, w, 3) chroma offsets, zero luma
-    d_max, d_min = d.max(axis=2), d.min(axis=2)  # (h, w): d_max >= 0 >= d_min
-    if d.shape[:2] != (h, w):
-        # Bilinear weights are positive, so interpolated extremes bound the interpolated channels'
-        # extremes: the scale below stays conservative and never clips.
-        d = cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR)
-        d_max = cv2.resize(d_max, (w, h), interpolation=cv2.INTER_LINEAR)
-        d_min = cv2.resize(d_min, (w, h), interpolation=cv2.INTER_LINEAR)
+    # with their extremes: (h, w, 5) = d, max(d), min(d); d_max >= 0 >= d_min
+    chroma = np.concatenate([d, d.max(axis=2, keepdims=True), d.min(axis=2, keepdims=True)], axis=2)
+    # Bilinear resizing, as cv2's INTER_LINEAR does it: across first (a prediction's few rows at
+    # the page's width), then down, a strip of page rows at a time, so the page-sized float arrays
+    # never exist. Its weights are positive, so the interpolated extremes bound the interpolated
+    # channels' extremes: the scale below stays conservative and never clips.
+    if chroma.shape[1] != w:
+        chroma = np.stack([cv2.resize(chroma[..., k], (w, chroma.shape[0])) for k in range(5)], axis=2)
+    above, below, weight = _linear_rows(chroma.shape[0], h)
     out = np.empty((h, w, 3), np.uint8)
     rows = max(1, strip_pixels // max(w, 1))
-    for top in range(0, h, rows):  # strips: the temporaries below are a strip's, not the page's
+    for top in range(0, h, rows):  # the temporaries below are a strip's, not the page's
         band = slice(top, top + rows)
+        f = weight[band, None, None]
+        part = chroma[above[band]] * (1.0 - f) + chroma[below[band]] * f  # (rows, W, 5)
         y = gray[band].astype(np.float32)  # (rows, W)
-        s = np.minimum((255.0 - y) / np.maximum(d_max[band], 1e-6), y / np.maximum(-d_min[band], 1e-6))
+        s = np.minimum((255.0 - y) / np.maximum(part[..., 3], 1e-6), y / np.maximum(-part[..., 4], 1e-6))
         np.minimum(s, 1.0, out=s)
-        strip = d[band] * s[..., None]  # (rows, W, 3)
+        strip = part[..., :3] * s[..., None]  # (rows, W, 3)
         strip += y[..., None]
         strip += 0.5
         np.clip(strip, 0, 255, out=strip)
         out[band] = strip  # truncates, as astype(np.uint8) does
     return out
+
+
+def _linear_rows(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear resampling of ``src`` rows to ``dst`` (cv2's INTER_LINEAR mapping: pixel centres
+    aligned, edges clamped): for each output row the source rows above and below and the weight
+    of the one below (``float32``)."""
+    pos = (np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5
+    above = np.floor(pos).astype(np.int64)
+    weight = (pos - above).astype(np.float32)
+    weight[above < 0] = 0.0
+    above = np.clip(above, 0, src - 1)
+    weight[above >= src - 1] = 0.0
+    below = np.minimum(above + 1, src - 1)
+    return above, below, weight

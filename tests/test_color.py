@@ -55,6 +55,28 @@ def test_merge_in_strips_is_the_merge_of_the_whole_page():
         np.testing.assert_array_equal(merge_luminance(gray, color, strip_pixels=strip_pixels), whole)
 
 
+def _merge_whole_page(gray: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """The merge with page-sized arrays and cv2.resize: what the strip-wise merge must reproduce."""
+    h, w = gray.shape
+    c = color.astype(np.float32)
+    d = c - (c @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    d_max, d_min = (cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR) for x in (d.max(2), d.min(2)))
+    d = cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR)
+    y = gray.astype(np.float32)
+    s = np.minimum(np.minimum((255.0 - y) / np.maximum(d_max, 1e-6), y / np.maximum(-d_min, 1e-6)), 1.0)
+    return np.clip(d * s[..., None] + y[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("page, prediction", [((301, 203), (32, 24)), ((40, 30), (64, 48)), ((50, 50), (50, 50))])
+def test_merge_resamples_the_colour_as_cv2_resize_does(page, prediction):
+    """Up, down or the same size: the strip-wise resampling is cv2's INTER_LINEAR, up to float rounding."""
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 256, page, dtype=np.uint8)
+    color = rng.integers(0, 256, (*prediction, 3), dtype=np.uint8)
+    diff = np.abs(merge_luminance(gray, color).astype(int) - _merge_whole_page(gray, color))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
 def _outlines(h: int, w: int, thickness: int) -> np.ndarray:
     """Circles and a rectangle drawn as dark strokes on white paper: line art. uint8 (H, W)."""
     page = np.full((h, w), 255, np.uint8)
